@@ -1,0 +1,1 @@
+"""What client and server both need: configuration, scene data, the model, training."""

@@ -1,0 +1,237 @@
+"""Validated configuration of a fedscene run, loadable from TOML.
+
+One `ExperimentConfig` drives `fedscene simulate`, `fedscene data check` and `flwr run`.
+Every model forbids unknown keys, so a misspelt key is reported instead of ignored.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from fedscene.common.errors import ConfigError
+
+Algorithm = Literal["local", "fedavg", "fedper", "fedrep", "centralized"]
+FEDERATED_ALGORITHMS: tuple[str, ...] = ("local", "fedavg", "fedper", "fedrep")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class InteractionColumns(_Strict):
+    """Column names of an interactions table (`label` and `scene` may be empty)."""
+
+    user: str = "user_id"
+    item: str = "item_id"
+    time: str = "timestamp"
+    label: str = ""
+    scene: str = "scene"
+
+
+class ItemColumns(_Strict):
+    """Column names of an item table (`category` may be empty)."""
+
+    item: str = "item_id"
+    text: str = "title"
+    category: str = ""
+    price: str = "price"
+
+
+class SyntheticConfig(_Strict):
+    """Synthetic scenes with a controllable shift, for tests and known-answer experiments."""
+
+    num_scenes: int = Field(4, ge=1, le=64)
+    users_per_scene: int = Field(120, ge=2)
+    num_items: int = Field(300, ge=20)
+    items_per_scene: int = Field(200, ge=20)
+    interactions_per_user: int = Field(20, ge=3)
+    num_topics: int = Field(8, ge=2)
+    shift: float = Field(0.3, ge=0.0, le=1.0, description="0 identical scenes, 1 unrelated")
+    signal: float = Field(1.0, ge=0.0, le=1.0, description="0 means random interactions")
+    seed: int = 0
+
+
+class DataConfig(_Strict):
+    """Where scene data comes from and how it is split and sampled."""
+
+    source: Literal["embedded", "online_retail", "table", "synthetic"] = "embedded"
+    path: str = Field("", description="online_retail: the CSV(.gz); table: interactions file")
+    items_path: str = Field("", description="table: the item table file")
+    columns: InteractionColumns = InteractionColumns()
+    item_columns: ItemColumns = ItemColumns()
+    synthetic: SyntheticConfig = SyntheticConfig()
+    scenes: list[str] = Field(default_factory=list, description="empty: every usable scene")
+    min_users: int = Field(5, ge=2, description="scenes with fewer users are left out")
+    min_user_interactions: int = Field(3, ge=2, description="users with fewer have no test")
+    test_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    max_test_per_user: int = Field(5, ge=1)
+    eval_negatives: int = Field(99, ge=1)
+    train_negatives: int = Field(4, ge=1)
+    history_length: int = Field(20, ge=1)
+    max_train_per_scene: int = Field(0, ge=0, description="0: no cap; else newest N kept")
+    seed: int = 0
+
+
+class ModelConfig(_Strict):
+    """Sizes of the shared encoder and the scene head."""
+
+    embedding_dim: int = Field(32, ge=4, le=512)
+    hash_buckets: int = Field(16384, ge=64)
+    max_tokens: int = Field(8, ge=1, le=64)
+    price_buckets: int = Field(16, ge=2)
+    category_buckets: int = Field(64, ge=2)
+    head_hidden: int = Field(32, ge=4)
+    local_item_ids: bool = Field(True, description="head learns a bias per local item id")
+
+
+class TrainingConfig(_Strict):
+    """Local training of one scene per round."""
+
+    batch_size: int = Field(64, ge=1)
+    local_epochs: float = Field(1.0, gt=0.0, description="passes over the scene per round")
+    head_epochs: float = Field(1.0, gt=0.0, description="fedrep: head-only passes first")
+    learning_rate: float = Field(0.5, gt=0.0)
+    momentum: float = Field(0.0, ge=0.0, lt=1.0)
+
+
+class SceneBudget(_Strict):
+    """A privacy budget for one scene; delta 0 means 0.1 / number of training records."""
+
+    epsilon: float = Field(8.0, gt=0.0)
+    delta: float = Field(0.0, ge=0.0, lt=1.0)
+
+
+class PrivacyConfig(_Strict):
+    """Record-level DP-SGD at every client."""
+
+    enabled: bool = True
+    epsilon: float = Field(8.0, gt=0.0, description="default budget of every scene")
+    delta: float = Field(0.0, ge=0.0, lt=1.0, description="0: 0.1 / records of the scene")
+    max_grad_norm: float = Field(1.0, gt=0.0)
+    grad_sample_mode: Literal["ghost", "hooks", "functorch", "ew"] = "ghost"
+    accountant: Literal["prv", "rdp"] = "prv"
+    scenes: dict[str, SceneBudget] = Field(default_factory=dict)
+
+    def budget_for(self, scene: str) -> SceneBudget:
+        """The scene's own budget, else the default one."""
+        return self.scenes.get(scene, SceneBudget(epsilon=self.epsilon, delta=self.delta))
+
+
+class FederationConfig(_Strict):
+    """Rounds and the server-side update."""
+
+    rounds: int = Field(5, ge=1, le=10_000)
+    server_learning_rate: float = Field(1.0, gt=0.0)
+    server_momentum: float = Field(0.0, ge=0.0, lt=1.0)
+    proximal_mu: float = Field(0.0, ge=0.0)
+    send_num_examples: bool = Field(
+        True, description="false: replies carry no dataset size and averaging is unweighted"
+    )
+    round_timeout_s: float = Field(3600.0, gt=0.0)
+
+
+class SimulationConfig(_Strict):
+    """Arms (algorithms x seeds) and engine settings of a simulation."""
+
+    arms: list[Algorithm] = Field(
+        default_factory=lambda: ["local", "fedavg", "fedper", "fedrep", "centralized"]
+    )
+    seeds: list[int] = Field(default_factory=lambda: [0])
+    bootstrap_samples: int = Field(1000, ge=50)
+    client_num_cpus: float = Field(1.0, gt=0.0)
+    object_store_mb: int = Field(256, ge=80)
+
+    @model_validator(mode="after")
+    def _non_empty(self) -> SimulationConfig:
+        if not self.arms:
+            raise ValueError("simulation.arms is empty: list at least one of "
+                             "local, fedavg, fedper, fedrep, centralized")
+        if not self.seeds:
+            raise ValueError("simulation.seeds is empty: list at least one seed")
+        return self
+
+
+class ExperimentConfig(_Strict):
+    """The whole run: data, model, training, privacy, federation and simulation."""
+
+    name: str = "fedscene"
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    training: TrainingConfig = TrainingConfig()
+    privacy: PrivacyConfig = PrivacyConfig()
+    federation: FederationConfig = FederationConfig()
+    simulation: SimulationConfig = SimulationConfig()
+
+    def to_json(self) -> str:
+        return self.model_dump_json()
+
+    @classmethod
+    def from_json(cls, text: str) -> ExperimentConfig:
+        return cls.model_validate_json(text)
+
+
+def _describe(error: ValidationError, source: str) -> str:
+    """One line per problem: the dotted key, what is wrong, and what is allowed."""
+    lines = []
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        if item["type"] == "extra_forbidden":
+            lines.append(f"{source}: unknown key '{key}'; remove it or check its spelling")
+        else:
+            lines.append(f"{source}: key '{key}': {item['msg']} (got {item.get('input')!r})")
+    return "\n".join(lines)
+
+
+def parse_config(raw: dict[str, Any], source: str = "config") -> ExperimentConfig:
+    """Validate a raw mapping; raise ConfigError naming each bad key."""
+    try:
+        return ExperimentConfig.model_validate(raw)
+    except ValidationError as error:
+        raise ConfigError(_describe(error, source)) from None
+
+
+def set_override(raw: dict[str, Any], assignment: str) -> None:
+    """Apply one `--set section.key=value` (value parsed as TOML, else taken as a string)."""
+    if "=" not in assignment:
+        raise ConfigError(f"--set {assignment!r}: expected KEY=VALUE, e.g. federation.rounds=3")
+    key, text = assignment.split("=", 1)
+    try:
+        value = tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = text
+    node = raw
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {assignment!r}: '{part}' is not a section")
+    node[parts[-1]] = value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None
+                ) -> ExperimentConfig:
+    """Read a TOML config (or the defaults when `path` is None) and apply overrides."""
+    raw: dict[str, Any] = {}
+    source = "defaults"
+    if path:
+        file = Path(path)
+        source = str(file)
+        if not file.is_file():
+            raise ConfigError(f"{file}: config file not found; give the path of a .toml file")
+        try:
+            raw = tomllib.loads(file.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as error:
+            raise ConfigError(f"{file}: not valid TOML: {error}") from None
+        base = file.parent
+        data = raw.get("data", {})
+        for key in ("path", "items_path"):  # relative data paths are relative to the config
+            value = data.get(key) if isinstance(data, dict) else None
+            if isinstance(value, str) and value and not Path(value).is_absolute():
+                data[key] = str((base / value).resolve())
+    for assignment in overrides or []:
+        set_override(raw, assignment)
+    return parse_config(raw, source)

@@ -1,0 +1,67 @@
+"""Adapter for the UCI Online Retail dataset (Chen, Sain & Guo 2012, CC BY 4.0).
+
+Countries are scenes, customers are users, stock codes are items and product descriptions
+are the item text. Cancellations, rows without a customer, non-positive quantities and
+non-product lines (postage, carriage, manual entries, discounts, fees...) are dropped:
+real product codes are five digits with an optional letter suffix.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from fedscene.common.data.contract import RawDataset, read_table
+from fedscene.common.errors import DataError
+
+COLUMNS = ("InvoiceNo", "StockCode", "Description", "Quantity", "InvoiceDate", "UnitPrice",
+           "CustomerID", "Country")
+PRODUCT_CODE = r"^\d{5}[A-Za-z]?$"
+
+
+def load_online_retail(path: str | Path) -> RawDataset:
+    """Read an Online Retail CSV(.gz) and return clean interactions and items."""
+    origin = str(path)
+    frame = read_table(path, "Online Retail")
+    missing = [column for column in COLUMNS if column not in frame.columns]
+    if missing:
+        raise DataError(f"{origin}: not an Online Retail file, missing column(s) "
+                        f"{', '.join(missing)}; expected {', '.join(COLUMNS)}")
+    quantity = pd.to_numeric(frame["Quantity"], errors="coerce")
+    price = pd.to_numeric(frame["UnitPrice"], errors="coerce")
+    keep = (
+        frame["CustomerID"].notna()
+        & ~frame["InvoiceNo"].astype(str).str.startswith("C")
+        & (quantity > 0)
+        & frame["StockCode"].astype(str).str.match(PRODUCT_CODE)
+        & price.notna() & (price >= 0)
+    )
+    clean = frame.loc[keep]
+    if clean.empty:
+        raise DataError(f"{origin}: no purchase rows left after dropping cancellations, rows "
+                        f"without CustomerID and non-product codes")
+    times = pd.to_datetime(clean["InvoiceDate"], errors="coerce")
+    if times.isna().any():
+        row = int(times.isna().to_numpy().nonzero()[0][0])
+        raise DataError(f"{origin}: column 'InvoiceDate': {clean['InvoiceDate'].iloc[row]!r} "
+                        f"is not a date/time")
+    users = pd.to_numeric(clean["CustomerID"], errors="coerce")
+    interactions = pd.DataFrame({
+        "user": users.astype("int64").astype(str).to_numpy(),
+        "item": clean["StockCode"].astype(str).str.upper().to_numpy(),
+        "time": times.to_numpy(),
+        "scene": clean["Country"].astype(str).to_numpy(),
+    })
+    rows = pd.DataFrame({
+        "item": interactions["item"],
+        "text": clean["Description"].fillna("").astype(str).str.strip().to_numpy(),
+        "price": price.loc[keep].to_numpy(),
+    })
+    items = rows.groupby("item", sort=True).agg(
+        text=("text", lambda texts: texts.value_counts().index[0]),
+        price=("price", "median"),
+    ).reset_index()
+    items["category"] = ""
+    return RawDataset(interactions=interactions,
+                      items=items[["item", "text", "category", "price"]], origin=origin)
