@@ -1,0 +1,57 @@
+"""Ranking and pointwise metrics per test example, per user, and bootstrap intervals."""
+
+from __future__ import annotations
+
+import numpy as np
+
+METRICS = ("hr@10", "ndcg@10", "auc", "logloss")
+
+
+def example_metrics(logits: np.ndarray, k: int = 10) -> dict[str, np.ndarray]:
+    """Metrics of rows whose column 0 is the positive and the rest sampled negatives.
+
+    Ties count against the positive, so a constant scorer gets no credit from ranking.
+    """
+    positive = logits[:, :1]
+    negatives = logits[:, 1:]
+    above = (negatives > positive).sum(1)
+    ties = (negatives == positive).sum(1)
+    rank = above + ties  # 0-based, pessimistic
+    hit = rank < k
+    ndcg = np.where(hit, 1.0 / np.log2(rank + 2.0), 0.0)
+    auc = ((negatives < positive).sum(1) + 0.5 * ties) / negatives.shape[1]
+    probs = 1.0 / (1.0 + np.exp(-np.clip(logits, -30, 30)))
+    eps = 1e-7
+    logloss = -(np.log(probs[:, 0] + eps) + np.log(1 - probs[:, 1:] + eps).sum(1)) / (
+        logits.shape[1])
+    return {"hr@10": hit.astype(float), "ndcg@10": ndcg, "auc": auc, "logloss": logloss}
+
+
+def per_user(values: np.ndarray, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean of each user's examples; returns (user ids, means), users sorted."""
+    ids, inverse = np.unique(users, return_inverse=True)
+    sums = np.bincount(inverse, weights=values)
+    return ids, sums / np.bincount(inverse)
+
+
+def bootstrap_ci(values: np.ndarray, samples: int = 1000, seed: int = 0,
+                 level: float = 0.95) -> tuple[float, float]:
+    """Percentile interval of the mean over resampled users."""
+    if len(values) == 0:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, len(values), size=(samples, len(values)))
+    means = values[draws].mean(1)
+    tail = (1.0 - level) / 2.0
+    return float(np.quantile(means, tail)), float(np.quantile(means, 1.0 - tail))
+
+
+def summarize(per_user_values: dict[str, np.ndarray], samples: int = 1000, seed: int = 0
+              ) -> dict[str, dict[str, float]]:
+    """{metric: {mean, low, high}} over users."""
+    out = {}
+    for name, values in per_user_values.items():
+        low, high = bootstrap_ci(values, samples, seed)
+        out[name] = {"mean": float(values.mean()) if len(values) else float("nan"),
+                     "low": low, "high": high}
+    return out

@@ -1,0 +1,178 @@
+"""Local training of one scene: plain SGD or DP-SGD with Opacus (Poisson sampling).
+
+The caller fixes the noise multiplier and clipping norm (privacy calibration and accounting
+live with the client's state); this module only runs the steps and reports what it ran,
+so that every step can be accounted for.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from opacus import PrivacyEngine
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from fedscene.common import dp_norms  # noqa: F401  (registers the fast embedding norms)
+from fedscene.common.batches import train_batch
+from fedscene.common.config import TrainingConfig
+from fedscene.common.data.scene import SceneDataset
+
+# Opacus's ghost clipping backpropagates with no input requiring grad; torch warns each step.
+warnings.filterwarnings("ignore", message="Full backward hook is firing")
+warnings.filterwarnings("ignore", message="Secure RNG turned off")
+
+
+class ExampleLoss(nn.Module):
+    """Binary cross-entropy summed over one example's candidates.
+
+    With `reduction="none"` it returns one loss per example, which is what Opacus's ghost
+    clipping needs to clip per example (the privacy unit) rather than per candidate.
+    """
+
+    def __init__(self, reduction: str = "mean") -> None:
+        super().__init__()
+        self.reduction = reduction
+
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        per_example = nn.functional.binary_cross_entropy_with_logits(
+            logits, labels, reduction="none").sum(1)
+        if self.reduction == "none":
+            return per_example
+        if self.reduction == "sum":
+            return per_example.sum()
+        return per_example.mean()
+
+
+@dataclass(frozen=True)
+class DPSettings:
+    """The mechanism of one training call: noise, clipping and Opacus grad-sample mode."""
+
+    noise_multiplier: float
+    max_grad_norm: float
+    grad_sample_mode: str = "ghost"
+
+
+@dataclass(frozen=True)
+class TrainReport:
+    """What a training call ran: exactly what the accountant must be told."""
+
+    steps: int
+    sample_rate: float
+    examples: int
+    mean_loss: float
+
+
+@dataclass(frozen=True)
+class Proximal:
+    """FedProx term mu/2 * ||w - reference||^2, applied after clipping and noise."""
+
+    reference: dict[str, torch.Tensor]
+    mu: float
+
+
+def sample_rate_and_steps(n_train: int, batch_size: int, epochs: float) -> tuple[float, int]:
+    """Poisson sample rate (expected batch / records) and steps for `epochs` passes."""
+    rate = min(1.0, batch_size / max(n_train, 1))
+    return rate, max(1, int(round(epochs / rate)))
+
+
+def _index_loader(n: int, batch_size: int, seed: int) -> DataLoader:
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(TensorDataset(torch.arange(n)), batch_size=min(batch_size, n),
+                      shuffle=True, generator=generator)
+
+
+def _make_private(model: nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader,
+                  dp: DPSettings, seed: int):
+    engine = PrivacyEngine(accountant="prv")  # accounting is the caller's; this one is unused
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        made = engine.make_private(
+            module=model, optimizer=optimizer, data_loader=loader, criterion=ExampleLoss(),
+            noise_multiplier=dp.noise_multiplier, max_grad_norm=dp.max_grad_norm,
+            poisson_sampling=True, grad_sample_mode=dp.grad_sample_mode,
+            noise_generator=torch.Generator().manual_seed(seed + 7919),
+        )
+    if dp.grad_sample_mode == "ghost":
+        return made
+    module, optimizer, loader = made
+    return module, optimizer, ExampleLoss(), loader
+
+
+def train_local(model: nn.Module, dataset: SceneDataset, negatives: np.ndarray,
+                training: TrainingConfig, *, epochs: float, trainable: tuple[str, ...] = (),
+                dp: DPSettings | None = None, proximal: Proximal | None = None,
+                seed: int = 0) -> TrainReport:
+    """Train `model` in place for `epochs` passes; only parameters under `trainable` prefixes
+    (all when empty) change. Returns what ran, for the accountant and the ledger."""
+    rate, steps = sample_rate_and_steps(dataset.n_train, training.batch_size, epochs)
+    torch.manual_seed(seed)
+    work = copy.deepcopy(model)  # Opacus hooks stay on the copy, never on the caller's model
+    work.train()
+    for name, param in work.named_parameters():
+        param.requires_grad_(not trainable or name.startswith(trainable))
+    params = [p for p in work.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=training.learning_rate, momentum=training.momentum)
+    loader = _index_loader(dataset.n_train, training.batch_size, seed)
+    criterion: nn.Module = ExampleLoss()
+    module: nn.Module = work
+    if dp is not None:
+        module, optimizer, criterion, loader = _make_private(work, optimizer, loader, dp, seed)
+    module.train()
+    losses, examples, done = [], 0, 0
+    while done < steps:
+        for (index,) in loader:
+            if done == steps:
+                break
+            done += 1
+            examples += len(index)
+            optimizer.zero_grad(set_to_none=True)
+            if len(index) == 0:  # an empty Poisson batch still takes a (pure noise) step
+                _noise_only_step(optimizer, params)
+                continue
+            inputs, labels = train_batch(dataset, negatives, index.numpy())
+            loss = criterion(module(*inputs), labels)
+            loss.backward()
+            losses.append(float(loss.item()))
+            _step(optimizer, work, proximal, dp is not None)
+    model.load_state_dict(work.state_dict())
+    return TrainReport(steps=done, sample_rate=rate,
+                       examples=examples, mean_loss=float(np.mean(losses)) if losses else 0.0)
+
+
+def _add_proximal(model: nn.Module, proximal: Proximal) -> None:
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if param.grad is not None and name in proximal.reference:
+                param.grad.add_(param - proximal.reference[name], alpha=proximal.mu)
+
+
+def _step(optimizer, model: nn.Module, proximal: Proximal | None, private: bool) -> None:
+    if proximal is None or proximal.mu == 0.0:
+        optimizer.step()
+        return
+    if private:
+        # The proximal gradient is data-independent: add it after clipping and noise.
+        if optimizer.pre_step():
+            _add_proximal(model, proximal)
+            optimizer.original_optimizer.step()
+        return
+    _add_proximal(model, proximal)
+    optimizer.step()
+
+
+def _noise_only_step(optimizer, params: list[torch.Tensor]) -> None:
+    """DP-SGD on an empty batch: the update is the noise alone, scaled as usual."""
+    if not hasattr(optimizer, "original_optimizer"):
+        return
+    std = optimizer.noise_multiplier * optimizer.max_grad_norm
+    with torch.no_grad():
+        for param in params:
+            noise = torch.normal(0.0, std, size=param.shape, generator=optimizer.generator)
+            param.grad = noise / optimizer.expected_batch_size
+    optimizer.original_optimizer.step()
