@@ -1,0 +1,45 @@
+import pytest
+
+from fedscene.common.config import load_config, parse_config
+from fedscene.common.errors import ConfigError
+
+
+def test_defaults_are_valid():
+    config = load_config(None)
+    assert config.data.source == "embedded"
+    assert config.privacy.enabled
+
+
+def test_unknown_key_is_named(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("[federation]\nrounds = 3\nround = 4\n")
+    with pytest.raises(ConfigError, match=r"unknown key 'federation.round'"):
+        load_config(path)
+
+
+def test_out_of_range_value_names_key_and_value():
+    with pytest.raises(ConfigError, match=r"federation.rounds.*greater than or equal to 1"):
+        parse_config({"federation": {"rounds": 0}})
+
+
+def test_bad_choice_lists_allowed_values():
+    with pytest.raises(ConfigError, match=r"simulation.arms.0.*'local'.*'fedavg'"):
+        parse_config({"simulation": {"arms": ["fedsgd"]}})
+
+
+def test_overrides_and_relative_paths(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('[data]\nsource = "online_retail"\npath = "retail.csv"\n')
+    config = load_config(path, ["federation.rounds=7", "privacy.enabled=false"])
+    assert config.federation.rounds == 7
+    assert not config.privacy.enabled
+    assert config.data.path == str((tmp_path / "retail.csv").resolve())
+
+
+def test_missing_file_and_bad_toml(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[data\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(bad)

@@ -1,0 +1,137 @@
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fedscene.common.config import DataConfig, ModelConfig
+from fedscene.common.data import build_scene, load_raw_dataset, resolve_scenes
+from fedscene.common.data.online_retail import load_online_retail
+from fedscene.common.data.scene import train_negatives
+from fedscene.common.errors import DataError
+from tests.conftest import synthetic_data
+
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "online_retail"
+
+
+def test_embedded_default_loads_seven_countries():
+    data = DataConfig()
+    raw = load_raw_dataset(data)
+    scenes = resolve_scenes(raw, data)
+    assert set(scenes) == {"United Kingdom", "Germany", "France", "Spain", "Belgium",
+                           "Switzerland", "Portugal"}
+    # Non-product codes are gone: every stock code is five digits and an optional letter.
+    assert raw.interactions["item"].str.fullmatch(r"\d{5}[A-Z]?").all()
+
+
+@pytest.mark.skipif(not (SHARED / "online_retail_ci_sample.csv").exists(), reason="no shared/")
+def test_online_retail_adapter_drops_non_purchases(tmp_path):
+    frame = pd.read_csv(SHARED / "online_retail_ci_sample.csv", nrows=200, dtype=str)
+    frame = frame[frame["StockCode"].str.fullmatch(r"\d{5}[A-Za-z]?")]
+    extra = frame.iloc[:4].copy()
+    extra["InvoiceNo"] = ["C1", "2", "3", "4"]
+    extra["StockCode"] = [frame["StockCode"].iloc[0], "POST", frame["StockCode"].iloc[0], "M"]
+    extra["Quantity"] = ["1", "1", "-3", "1"]
+    path = tmp_path / "retail.csv"
+    pd.concat([frame, extra]).to_csv(path, index=False)
+    raw = load_online_retail(path)
+    assert len(raw.interactions) == len(frame)
+
+
+def test_temporal_split_never_trains_on_later_than_test(small_scene):
+    scene = small_scene
+    for user in np.unique(scene.test_user):
+        latest_train = scene.train_time[scene.train_user == user].max()
+        earliest_test = scene.test_time[scene.test_user == user].min()
+        assert latest_train <= earliest_test
+
+
+def test_histories_only_hold_earlier_items(small_scene):
+    scene = small_scene
+    # The first training example of each user has an empty history.
+    firsts = np.r_[0, np.flatnonzero(np.diff(scene.train_user)) + 1]
+    assert (scene.train_history[firsts] == -1).all()
+    assert not (scene.train_history == scene.train_item[:, None]).any()
+
+
+def test_negatives_deterministic_and_never_positive(small_scene, small_model_config):
+    data = synthetic_data()
+    again = build_scene(load_raw_dataset(data), "scene0", data, small_model_config)
+    np.testing.assert_array_equal(small_scene.test_negatives, again.test_negatives)
+    assert small_scene.test_negatives.shape[1] == 99
+    positives = set(zip(small_scene.train_user, small_scene.train_item, strict=True)) | set(
+        zip(small_scene.test_user, small_scene.test_item, strict=True))
+    for user, row in zip(small_scene.test_user, small_scene.test_negatives, strict=True):
+        assert len(set(row)) == len(row)
+        assert not any((user, item) in positives for item in row)
+    first = train_negatives(small_scene, 4, seed=1, round_=3)
+    np.testing.assert_array_equal(first, train_negatives(small_scene, 4, seed=1, round_=3))
+    assert not np.array_equal(first, train_negatives(small_scene, 4, seed=1, round_=4))
+    train_pos = set(zip(small_scene.train_user, small_scene.train_item, strict=True))
+    for user, row in zip(small_scene.train_user, first, strict=True):
+        assert not any((user, item) in train_pos for item in row)
+
+
+def _write_table(tmp_path, interactions: dict, items: dict) -> DataConfig:
+    pd.DataFrame(interactions).to_csv(tmp_path / "inter.csv", index=False)
+    pd.DataFrame(items).to_csv(tmp_path / "items.csv", index=False)
+    return DataConfig(source="table", path=str(tmp_path / "inter.csv"),
+                      items_path=str(tmp_path / "items.csv"))
+
+
+GOOD_INTERACTIONS = {"user_id": ["a", "a", "b", "b"], "item_id": ["x", "y", "x", "z"],
+                     "timestamp": ["2024-01-01", "2024-01-02", "2024-01-01", "2024-01-03"],
+                     "scene": ["s", "s", "s", "s"]}
+GOOD_ITEMS = {"item_id": ["x", "y", "z"], "title": ["red mug", "blue mug", "lamp"],
+              "price": [1.0, 2.5, 10.0]}
+
+
+def test_table_source_loads(tmp_path):
+    data = _write_table(tmp_path, GOOD_INTERACTIONS, GOOD_ITEMS)
+    raw = load_raw_dataset(data)
+    assert len(raw.interactions) == 4
+    assert resolve_scenes(raw, data.model_copy(update={"min_users": 2})) == ["s"]
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda i, t: i.pop("timestamp"), r"inter.csv: column 'timestamp' \(for time\) not found"),
+    (lambda i, t: i.__setitem__("timestamp", ["2024-01-01", "soon", "2024", "2024"]),
+     r"row 2, column 'timestamp': value 'soon' is not a date/time"),
+    (lambda i, t: t.__setitem__("price", [1.0, -2.0, 3.0]),
+     r"items.csv: row 2, column 'price'.*negative"),
+    (lambda i, t: t.__setitem__("price", [1.0, None, 3.0]),
+     r"items.csv: row 2, column 'price'.*missing"),
+    (lambda i, t: i.__setitem__("item_id", ["x", "y", "x", "w"]),
+     r"row 4: item 'w' is not in the item table"),
+])
+def test_bad_tables_get_one_line_errors(tmp_path, change, message):
+    interactions = {k: list(v) for k, v in GOOD_INTERACTIONS.items()}
+    items = {k: list(v) for k, v in GOOD_ITEMS.items()}
+    change(interactions, items)
+    with pytest.raises(DataError, match=message) as caught:
+        load_raw_dataset(_write_table(tmp_path, interactions, items))
+    assert "\n" not in str(caught.value)
+
+
+def test_missing_file_unknown_scene_and_single_user(tmp_path):
+    with pytest.raises(DataError, match="interactions file not found"):
+        load_raw_dataset(DataConfig(source="table", path=str(tmp_path / "none.csv")))
+    data = _write_table(tmp_path, GOOD_INTERACTIONS, GOOD_ITEMS)
+    raw = load_raw_dataset(data)
+    with pytest.raises(DataError, match=r"unknown scene 'Mars'.*known scenes: s"):
+        resolve_scenes(raw, data.model_copy(update={"scenes": ["Mars"]}))
+    one = {k: list(v) for k, v in GOOD_INTERACTIONS.items()}
+    one["user_id"] = ["a"] * 4
+    one["item_id"] = ["x", "y", "z", "x"]
+    raw = load_raw_dataset(_write_table(tmp_path, one, GOOD_ITEMS))
+    with pytest.raises(DataError, match="scene 's' has 1 user"):
+        resolve_scenes(raw, data.model_copy(update={"scenes": ["s"]}))
+    with pytest.raises(DataError, match="only one user"):
+        build_scene(raw, "s", data, ModelConfig())
+
+
+def test_synthetic_shift_controls_shared_structure():
+    same = load_raw_dataset(synthetic_data(shift=0.0)).interactions
+    assert set(same["scene"]) == {"scene0", "scene1"}
+    again = load_raw_dataset(synthetic_data(shift=0.0)).interactions
+    pd.testing.assert_frame_equal(same, again)

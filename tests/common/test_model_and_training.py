@@ -1,0 +1,71 @@
+import numpy as np
+import pytest
+import torch
+from opacus.validators import ModuleValidator
+
+from fedscene.common.config import TrainingConfig
+from fedscene.common.data import build_scene, load_raw_dataset
+from fedscene.common.data.scene import train_negatives
+from fedscene.common.evaluation import evaluate_users, model_scorer
+from fedscene.common.model import SceneModel, merge_state, shared_prefixes, split_state
+from fedscene.common.training import DPSettings, train_local
+from tests.conftest import synthetic_data
+
+
+def test_model_passes_opacus_validator(small_model_config):
+    assert ModuleValidator.validate(SceneModel(small_model_config, 50), strict=False) == []
+
+
+def test_state_split_by_algorithm(small_model_config):
+    state = SceneModel(small_model_config, 50).state_dict()
+    shared, local = split_state(state, shared_prefixes("fedper"))
+    assert shared and all(n.startswith("encoder.") for n in shared)
+    assert all(n.startswith("head.") for n in local)
+    shared, local = split_state(state, shared_prefixes("fedavg"))
+    assert list(local) == ["head.local_ids.bias.weight"]  # catalogue-specific, never sent
+    assert split_state(state, shared_prefixes("local"))[0] == {}
+    assert list(merge_state(shared, local)) == list(state)
+    with pytest.raises(ValueError, match="more than one"):
+        merge_state(shared, shared)
+
+
+def _fit_auc(signal: float, model_config, private: bool = False) -> float:
+    data = synthetic_data(num_scenes=1, users_per_scene=150, signal=signal)
+    scene = build_scene(load_raw_dataset(data), "scene0", data, model_config)
+    model = SceneModel(model_config, scene.n_items)
+    training = TrainingConfig(batch_size=64, learning_rate=0.5)
+    dp = DPSettings(noise_multiplier=0.8, max_grad_norm=1.0) if private else None
+    for round_ in range(4):
+        train_local(model, scene, train_negatives(scene, 4, 0, round_), training, epochs=1,
+                    dp=dp, seed=round_)
+    return float(evaluate_users(scene, model_scorer(model))["auc"].mean())
+
+
+def test_learns_with_signal_and_not_without(small_model_config):
+    assert _fit_auc(1.0, small_model_config) > 0.7
+    assert abs(_fit_auc(0.0, small_model_config) - 0.5) < 0.06
+
+
+def test_dp_training_learns(small_model_config):
+    assert _fit_auc(1.0, small_model_config, private=True) > 0.62
+
+
+def test_trainable_prefixes_freeze_the_rest(small_scene, small_model_config):
+    model = SceneModel(small_model_config, small_scene.n_items)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    train_local(model, small_scene, train_negatives(small_scene, 4, 0, 0), TrainingConfig(),
+                epochs=1, trainable=("head.",), dp=DPSettings(1.0, 1.0), seed=0)
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("encoder."))
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("head."))
+
+
+def test_poisson_empty_batches_still_step(small_scene, small_model_config):
+    tiny = TrainingConfig(batch_size=1)  # sample rate 1/n: many empty Poisson batches
+    model = SceneModel(small_model_config, small_scene.n_items)
+    before = model.encoder.user_mlp.weight.clone()
+    report = train_local(model, small_scene, train_negatives(small_scene, 4, 0, 0), tiny,
+                         epochs=0.02, dp=DPSettings(1.0, 1.0), seed=3)
+    assert report.steps == round(0.02 * small_scene.n_train)
+    assert not torch.equal(before, model.encoder.user_mlp.weight)
+    assert np.isfinite(model.encoder.user_mlp.weight.detach().numpy()).all()

@@ -1,0 +1,27 @@
+"""Shared fixtures: small synthetic scenes that build in well under a second."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fedscene.common.config import DataConfig, ModelConfig, SyntheticConfig
+from fedscene.common.data import build_scene, load_raw_dataset
+
+torch.set_num_threads(1)
+
+
+def synthetic_data(**overrides) -> DataConfig:
+    synthetic = SyntheticConfig(**({"num_scenes": 2, "users_per_scene": 60} | overrides))
+    return DataConfig(source="synthetic", synthetic=synthetic)
+
+
+@pytest.fixture(scope="session")
+def small_model_config() -> ModelConfig:
+    return ModelConfig(embedding_dim=8, hash_buckets=512, head_hidden=8)
+
+
+@pytest.fixture(scope="session")
+def small_scene(small_model_config):
+    data = synthetic_data()
+    return build_scene(load_raw_dataset(data), "scene0", data, small_model_config)
