@@ -1,0 +1,1 @@
+"""The Flower ClientApp: one scene's local training, persistent state and privacy ledger."""

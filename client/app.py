@@ -1,0 +1,108 @@
+"""The Flower ClientApp: maps a node to its scene and runs `client.task` for each message.
+
+In simulation the node's `partition-id` indexes `data.scenes` and the state directory is
+`<state-root>/<scene>`; in deployment the node config gives `scene`, `state-dir` and
+optionally `data-path` / `items-path`, so data and state stay on the partner's disk.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from fedscene.client.state import SceneState
+from fedscene.client.task import (
+    RoundRequest,
+    raw_dataset,
+    evaluate_round,
+    load_scene_dataset,
+    train_round,
+)
+from fedscene.common.config import ExperimentConfig
+from fedscene.common.data import resolve_scenes
+from fedscene.common.errors import FedsceneError
+from fedscene.common.protocol import (
+    ALGORITHM,
+    ARRAYS,
+    CONFIG_JSON,
+    CONFIG_RECORD,
+    METRICS,
+    RUN_ID,
+    SEED,
+    SERVER_ROUND,
+    STATE_ROOT,
+    STATUS,
+)
+
+torch.set_num_threads(1)
+
+app = ClientApp()
+
+
+def scene_dirname(scene: str) -> str:
+    """A file-system-safe folder name for a scene."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", scene).strip("_") or "scene"
+
+
+def _resolve(message: Message, context: Context) -> tuple[RoundRequest, SceneState]:
+    settings = message.content[CONFIG_RECORD]
+    config = ExperimentConfig.from_json(str(settings[CONFIG_JSON]))
+    node = context.node_config
+    if "scene" in node:
+        scene = str(node["scene"])
+    else:
+        index = int(node["partition-id"])
+        scenes = config.data.scenes or resolve_scenes(raw_dataset(config.data.model_dump_json()),
+                                                      config.data)
+        if index >= len(scenes):
+            raise FedsceneError(f"node with partition-id {index} has no scene: there are "
+                                f"{len(scenes)} scenes ({', '.join(scenes)})")
+        scene = scenes[index]
+    data = config.data
+    if "data-path" in node:
+        data = data.model_copy(update={"path": str(node["data-path"])})
+    if "items-path" in node:
+        data = data.model_copy(update={"items_path": str(node["items-path"])})
+    config = config.model_copy(update={"data": data})
+    if "state-dir" in node:
+        directory = Path(str(node["state-dir"]))
+    else:
+        directory = Path(str(settings[STATE_ROOT])) / scene_dirname(scene)
+    shared = {}
+    if ARRAYS in message.content:
+        shared = message.content[ARRAYS].to_torch_state_dict()
+    request = RoundRequest(config=config, algorithm=str(settings[ALGORITHM]),
+                           round=int(settings[SERVER_ROUND]), run_id=str(settings[RUN_ID]),
+                           seed=int(settings[SEED]), shared=shared)
+    return request, SceneState(directory, scene)
+
+
+def _reply(message: Message, metrics: dict[str, float], status: ConfigRecord,
+           arrays: dict[str, torch.Tensor] | None = None) -> Message:
+    content = RecordDict({METRICS: MetricRecord(metrics), STATUS: status})
+    if arrays is not None:
+        content[ARRAYS] = ArrayRecord(arrays)
+    return Message(content=content, reply_to=message)
+
+
+@app.train()
+def train(message: Message, context: Context) -> Message:
+    """Train the scene for one round; reply with only the shared parameters."""
+    request, state = _resolve(message, context)
+    dataset = load_scene_dataset(request.config, state.scene)
+    outcome = train_round(state, dataset, request)
+    status = ConfigRecord({"scene": state.scene, "status": outcome.status})
+    return _reply(message, outcome.metrics, status, outcome.shared)
+
+
+@app.evaluate()
+def evaluate(message: Message, context: Context) -> Message:
+    """Evaluate the scene with the global shared part and its local head."""
+    request, state = _resolve(message, context)
+    dataset = load_scene_dataset(request.config, state.scene)
+    metrics = evaluate_round(state, dataset, request)
+    return _reply(message, metrics, ConfigRecord({"scene": state.scene, "status": "evaluated"}))

@@ -1,0 +1,69 @@
+"""Privacy accounting of DP-SGD: composition, calibration and independent recomputation.
+
+A scene's spend is the composition of every (noise multiplier, sample rate, steps) it has
+ever run under its budget. PRV (Opacus) is the tight figure that budgets are enforced with;
+RDP (Opacus) over-states it and is kept as a second figure; PLD (Google's dp-accounting) is
+an independent implementation the audit cross-checks with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from importlib.metadata import version
+
+from dp_accounting import dp_event, pld
+from opacus.accountants import create_accountant
+from opacus.accountants.utils import get_noise_multiplier
+
+Composition = list[tuple[float, float, int]]  # (noise multiplier, sample rate, steps)
+
+MECHANISM = "poisson-subsampled-gaussian (DP-SGD)"
+SAMPLING = "poisson"
+PRIVACY_UNIT = "record: one interaction (with the user's preceding items and its negatives)"
+NEIGHBOURING = "add-or-remove-one-record"
+
+
+def compress(history: Iterable[tuple[float, float, int]]) -> Composition:
+    """Merge runs of the same mechanism; composition does not depend on order."""
+    merged: dict[tuple[float, float], int] = {}
+    for sigma, rate, steps in history:
+        merged[(float(sigma), float(rate))] = merged.get((float(sigma), float(rate)), 0) + int(
+            steps)
+    return [(sigma, rate, steps) for (sigma, rate), steps in merged.items() if steps > 0]
+
+
+def epsilon(history: Iterable[tuple[float, float, int]], delta: float,
+            accountant: str = "prv") -> float:
+    """Epsilon of the whole composition at `delta` (0 when nothing ran)."""
+    composition = compress(history)
+    if not composition:
+        return 0.0
+    if any(sigma <= 0 for sigma, _, _ in composition):
+        return float("inf")
+    counter = create_accountant(mechanism=accountant)
+    counter.history = composition
+    return float(counter.get_epsilon(delta=delta))
+
+
+def pld_epsilon(history: Iterable[tuple[float, float, int]], delta: float) -> float:
+    """Epsilon by Google's dp-accounting PLD accountant (add/remove neighbours)."""
+    composition = compress(history)
+    if not composition:
+        return 0.0
+    counter = pld.PLDAccountant()
+    for sigma, rate, steps in composition:
+        event = dp_event.PoissonSampledDpEvent(rate, dp_event.GaussianDpEvent(sigma))
+        counter.compose(event, steps)
+    return float(counter.get_epsilon(delta))
+
+
+def calibrate_noise(target_epsilon: float, delta: float, sample_rate: float, steps: int,
+                    accountant: str = "prv") -> float:
+    """Smallest noise multiplier (to 0.01 in epsilon) whose `steps` steps stay in budget."""
+    return float(get_noise_multiplier(target_epsilon=target_epsilon, target_delta=delta,
+                                      sample_rate=sample_rate, steps=steps,
+                                      accountant=accountant))
+
+
+def accountant_versions() -> dict[str, str]:
+    return {"opacus": version("opacus"), "dp-accounting": version("dp-accounting")}

@@ -1,0 +1,16 @@
+"""Keys of the messages ServerApp and ClientApp exchange (they share no other code)."""
+
+CONFIG_RECORD = "config"
+CONFIG_JSON = "fedscene-config"
+ALGORITHM = "algorithm"
+RUN_ID = "run-id"
+SEED = "seed"
+STATE_ROOT = "state-root"
+SERVER_ROUND = "server-round"
+
+ARRAYS = "arrays"
+METRICS = "metrics"
+STATUS = "status"
+NUM_EXAMPLES = "num-examples"
+TRAINED = "trained"
+BUDGET_EXHAUSTED = "budget-exhausted"

@@ -1,0 +1,1 @@
+"""The Flower ServerApp: rounds, partial aggregation, server-side update, checkpoints."""

@@ -1,0 +1,46 @@
+"""The Flower ServerApp, for `flwr run .` and for the simulation harness.
+
+Run config keys (pyproject `[tool.flwr.app.config]` or `--run-config`): `config-path` (a
+fedscene TOML; empty for the defaults), `out-dir`, `algorithm`, `num-nodes` (used when
+the config names no scenes).
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+from flwr.app import Context
+from flwr.serverapp import Grid, ServerApp
+
+from fedscene.common.config import ExperimentConfig, load_config
+from fedscene.server.federation import FederationOutcome, run_federation
+from fedscene.server.strategy import ReplyObserver
+
+app = ServerApp()
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    """Entry point of `flwr run`: everything comes from the run config."""
+    run_config = context.run_config
+    config = load_config(str(run_config.get("config-path", "")) or None)
+    nodes = len(config.data.scenes) or int(run_config.get("num-nodes", 0))
+    run_federation(grid, config, algorithm=str(run_config.get("algorithm", "fedper")),
+                   num_nodes=nodes, out_dir=Path(str(run_config.get("out-dir", "fedscene-run"))),
+                   seed=config.simulation.seeds[0], run_id=uuid.uuid4().hex)
+
+
+def server_app_for(config: ExperimentConfig, *, algorithm: str, num_nodes: int, out_dir: Path,
+                   seed: int, run_id: str, outcomes: list[FederationOutcome],
+                   observer: ReplyObserver | None = None) -> ServerApp:
+    """A ServerApp bound to an in-process config (the harness's); appends its outcome."""
+    bound = ServerApp()
+
+    @bound.main()
+    def _main(grid: Grid, context: Context) -> None:
+        outcomes.append(run_federation(grid, config, algorithm=algorithm, num_nodes=num_nodes,
+                                       out_dir=out_dir, seed=seed, run_id=run_id,
+                                       observer=observer))
+
+    return bound

@@ -1,0 +1,78 @@
+"""Run one federated algorithm over a Grid: initial encoder, rounds, checkpoints, outcome."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
+from flwr.serverapp import Grid
+
+from fedscene.common.config import ExperimentConfig
+from fedscene.common.errors import ConfigError
+from fedscene.common.model import SceneModel, shared_prefixes, split_state
+from fedscene.common.protocol import ALGORITHM, CONFIG_JSON, RUN_ID, SEED, STATE_ROOT
+from fedscene.server.strategy import ReplyObserver, SceneStrategy
+
+
+@dataclass
+class FederationOutcome:
+    """What the server saw: per-round per-scene metrics, failures, spent budgets."""
+
+    algorithm: str
+    seed: int
+    run_id: str
+    evaluations: list[dict[str, Any]] = field(default_factory=list)
+    trained: list[dict[str, Any]] = field(default_factory=list)
+    failures: list[dict[str, Any]] = field(default_factory=list)
+    exhausted: list[str] = field(default_factory=list)
+
+
+def initial_shared(config: ExperimentConfig, algorithm: str, seed: int
+                   ) -> dict[str, torch.Tensor]:
+    """The shared group of a seeded fresh model (clients seed their models identically)."""
+    torch.manual_seed(seed)
+    return split_state(SceneModel(config.model, 1).state_dict(), shared_prefixes(algorithm))[0]
+
+
+def run_federation(grid: Grid, config: ExperimentConfig, *, algorithm: str, num_nodes: int,
+                   out_dir: Path, seed: int, run_id: str,
+                   observer: ReplyObserver | None = None) -> FederationOutcome:
+    """Train `algorithm` for `federation.rounds` rounds; write checkpoints and the outcome."""
+    if algorithm not in ("local", "fedavg", "fedper", "fedrep"):
+        raise ConfigError(f"algorithm {algorithm!r} is not federated; use local, fedavg, "
+                          f"fedper or fedrep (centralized runs without Flower)")
+    federation = config.federation
+    strategy = SceneStrategy(num_nodes, server_learning_rate=federation.server_learning_rate,
+                             server_momentum=federation.server_momentum,
+                             weighted=federation.send_num_examples, observer=observer)
+    checkpoints = out_dir / "checkpoints"
+    checkpoints.mkdir(parents=True, exist_ok=True)
+
+    def checkpoint(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+        torch.save(arrays.to_torch_state_dict(), checkpoints / f"round_{server_round:04d}.pt")
+        return None
+
+    settings = ConfigRecord({CONFIG_JSON: config.to_json(), ALGORITHM: algorithm,
+                             RUN_ID: run_id, SEED: seed, STATE_ROOT: str(out_dir / "scenes")})
+    strategy.start(grid=grid, initial_arrays=ArrayRecord(initial_shared(config, algorithm, seed)),
+                   num_rounds=federation.rounds, timeout=federation.round_timeout_s,
+                   train_config=settings, evaluate_config=ConfigRecord(dict(settings)),
+                   evaluate_fn=checkpoint)
+    outcome = FederationOutcome(algorithm=algorithm, seed=seed, run_id=run_id,
+                                evaluations=strategy.evaluations, trained=strategy.trained,
+                                failures=strategy.failures,
+                                exhausted=sorted(strategy.exhausted.values()))
+    (out_dir / "federation.json").write_text(json.dumps(asdict(outcome), indent=2,
+                                                        default=_json_default))
+    return outcome
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value)}")

@@ -1,0 +1,175 @@
+"""Scene-aware FedAvg: aggregates only the shared group, with a server-side update.
+
+Differences from Flower's FedAvg, which it extends:
+- every round waits for all N nodes, and never asks a scene that reported its budget spent;
+- each reply is validated (keys, shapes, finiteness) and a bad one is logged and left out
+  instead of failing the round; failures are recorded with round, node and scene;
+- the average is applied as a server step on the delta, `w += lr * v` with
+  `v = momentum * v + (mean - w)` (plain FedAvg at lr 1, momentum 0; Reptile-style
+  meta-update otherwise).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from logging import INFO, WARNING
+from typing import Any
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.common import log
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import FedAvg
+from flwr.serverapp.strategy.strategy_utils import sample_nodes
+
+from fedscene.common.protocol import (
+    ARRAYS,
+    BUDGET_EXHAUSTED,
+    CONFIG_RECORD,
+    METRICS,
+    NUM_EXAMPLES,
+    STATUS,
+)
+
+ReplyObserver = Callable[[int, str, RecordDict], None]
+
+
+def reply_problem(content: RecordDict, expected: dict[str, np.ndarray], weighted: bool
+                  ) -> str | None:
+    """Why a training reply cannot be averaged in, or None when it can."""
+    if ARRAYS not in content.array_records:
+        return "no parameter record in the reply"
+    arrays = content[ARRAYS]
+    got = set(arrays.keys())
+    missing, extra = sorted(set(expected) - got), sorted(got - set(expected))
+    if missing or extra:
+        return f"parameter names differ: missing {missing}, unexpected {extra}"
+    for name, reference in expected.items():
+        value = arrays[name].numpy()
+        if value.shape != reference.shape:
+            return f"parameter {name!r} has shape {value.shape}, expected {reference.shape}"
+        if not np.isfinite(value).all():
+            return f"parameter {name!r} has non-finite values"
+    if METRICS not in content.metric_records:
+        return "no metric record in the reply"
+    if weighted:
+        count = content[METRICS].get(NUM_EXAMPLES)
+        if not isinstance(count, int | float) or not count > 0:
+            return f"'{NUM_EXAMPLES}' is {count!r}; it must be a positive number"
+    return None
+
+
+class SceneStrategy(FedAvg):
+    """FedAvg over the shared parameter group of N scene nodes."""
+
+    def __init__(self, num_nodes: int, *, server_learning_rate: float = 1.0,
+                 server_momentum: float = 0.0, weighted: bool = True,
+                 observer: ReplyObserver | None = None) -> None:
+        super().__init__(min_train_nodes=num_nodes, min_evaluate_nodes=num_nodes,
+                         min_available_nodes=num_nodes)
+        self.server_learning_rate = server_learning_rate
+        self.server_momentum = server_momentum
+        self.weighted = weighted
+        self.observer = observer
+        self.current: dict[str, np.ndarray] = {}
+        self.velocity: dict[str, np.ndarray] = {}
+        self.exhausted: dict[int, str] = {}
+        self.failures: list[dict[str, Any]] = []
+        self.evaluations: list[dict[str, Any]] = []
+        self.trained: list[dict[str, Any]] = []
+
+    def _all_nodes(self, grid: Grid) -> list[int]:
+        node_ids, _ = sample_nodes(grid, self.min_available_nodes, self.min_available_nodes)
+        return sorted(node_ids)
+
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                        grid: Grid) -> Iterable[Message]:
+        """All nodes but those whose budget is spent get the shared parameters."""
+        self.current = {name: arrays[name].numpy() for name in arrays.keys()}
+        nodes = [n for n in self._all_nodes(grid) if n not in self.exhausted]
+        if not nodes:
+            log(INFO, "configure_train: every scene has spent its privacy budget")
+            return []
+        config["server-round"] = server_round
+        record = RecordDict({ARRAYS: arrays, CONFIG_RECORD: config})
+        return self._construct_messages(record, nodes, MessageType.TRAIN)
+
+    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                           grid: Grid) -> Iterable[Message]:
+        """Every node evaluates, including those that no longer train."""
+        config["server-round"] = server_round
+        record = RecordDict({ARRAYS: arrays, CONFIG_RECORD: config})
+        return self._construct_messages(record, self._all_nodes(grid), MessageType.EVALUATE)
+
+    def _fail(self, server_round: int, phase: str, message: Message, reason: str) -> None:
+        node = message.metadata.src_node_id
+        scene = _scene_of(message) or f"node {node}"
+        log(WARNING, "round %s %s: reply of %s rejected: %s", server_round, phase, scene, reason)
+        self.failures.append({"round": server_round, "phase": phase, "node": node,
+                              "scene": scene, "reason": reason})
+
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]
+                        ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Validate replies, average the valid ones, and take the server step."""
+        accepted: list[RecordDict] = []
+        for message in replies:
+            if message.has_error():
+                self._fail(server_round, "train", message, message.error.reason)
+                continue
+            content = message.content
+            scene = _scene_of(message) or f"node {message.metadata.src_node_id}"
+            if STATUS in content.config_records and (
+                    content[STATUS].get(STATUS) == BUDGET_EXHAUSTED):
+                self.exhausted[message.metadata.src_node_id] = scene
+                log(INFO, "round %s: %s has spent its privacy budget; it will not be asked "
+                          "to train again", server_round, scene)
+                continue
+            problem = reply_problem(content, self.current, self.weighted)
+            if problem:
+                self._fail(server_round, "train", message, problem)
+                continue
+            if self.observer:
+                self.observer(server_round, scene, content)
+            metrics = dict(content[METRICS])
+            self.trained.append({"round": server_round, "scene": scene} | metrics)
+            accepted.append(content)
+        if not accepted:
+            return None, None
+        weights = np.array([float(c[METRICS][NUM_EXAMPLES]) if self.weighted else 1.0
+                            for c in accepted])
+        weights /= weights.sum()
+        updated = {}
+        for name, current in self.current.items():
+            mean = sum(w * c[ARRAYS][name].numpy() for w, c in zip(weights, accepted,
+                                                                    strict=True))
+            velocity = self.server_momentum * self.velocity.get(name, 0.0) + (mean - current)
+            self.velocity[name] = velocity
+            updated[name] = (current + self.server_learning_rate * velocity).astype(
+                current.dtype)
+        losses = [float(c[METRICS].get("train-loss", np.nan)) for c in accepted]
+        metrics = MetricRecord({"scenes-trained": len(accepted),
+                                "train-loss": float(np.nanmean(losses))})
+        return ArrayRecord({k: Array(v) for k, v in updated.items()}), metrics
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]
+                           ) -> MetricRecord | None:
+        """Keep every scene's metrics; return their unweighted mean (each scene counts once)."""
+        rows = []
+        for message in replies:
+            if message.has_error():
+                self._fail(server_round, "evaluate", message, message.error.reason)
+                continue
+            scene = _scene_of(message) or f"node {message.metadata.src_node_id}"
+            rows.append({"round": server_round, "scene": scene}
+                        | dict(message.content[METRICS]))
+        self.evaluations.extend(rows)
+        if not rows:
+            return None
+        keys = [k for k in rows[0] if k not in ("round", "scene")]
+        return MetricRecord({k: float(np.mean([r[k] for r in rows])) for k in keys})
+
+
+def _scene_of(message: Message) -> str | None:
+    if message.has_error() or STATUS not in message.content.config_records:
+        return None
+    return str(message.content[STATUS].get("scene"))
