@@ -7,7 +7,6 @@ optionally `data-path` / `items-path`, so data and state stay on the partner's d
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import torch
@@ -17,9 +16,9 @@ from flwr.clientapp import ClientApp
 from fedscene.client.state import SceneState
 from fedscene.client.task import (
     RoundRequest,
-    raw_dataset,
     evaluate_round,
     load_scene_dataset,
+    raw_dataset,
     train_round,
 )
 from fedscene.common.config import ExperimentConfig
@@ -36,16 +35,12 @@ from fedscene.common.protocol import (
     SERVER_ROUND,
     STATE_ROOT,
     STATUS,
+    scene_dirname,
 )
 
 torch.set_num_threads(1)
 
 app = ClientApp()
-
-
-def scene_dirname(scene: str) -> str:
-    """A file-system-safe folder name for a scene."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", scene).strip("_") or "scene"
 
 
 def _resolve(message: Message, context: Context) -> tuple[RoundRequest, SceneState]:

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from fedscene.client.state import SceneState
 from fedscene.common.accounting import (
     MECHANISM,
     NEIGHBOURING,
@@ -24,7 +25,6 @@ from fedscene.common.accounting import (
 from fedscene.common.config import PrivacyConfig
 from fedscene.common.errors import FedsceneError
 from fedscene.common.ledger import append_entry, quarantine_torn_tail, read_ledger
-from fedscene.client.state import SceneState
 
 TOLERANCE = 1e-9
 
@@ -112,9 +112,16 @@ def would_exceed(plan: PrivacyPlan, history: list[tuple[float, float, int]], ste
 
 def record_training(state: SceneState, plan: PrivacyPlan, *, run_id: str, round_: int,
                     algorithm: str, steps: int, history: list[tuple[float, float, int]],
-                    extra: dict[str, Any]) -> dict[str, Any]:
-    """Append the ledger entry of a training call that ran `steps` steps."""
+                    extra: dict[str, Any], epsilon_after: float | None = None
+                    ) -> dict[str, Any]:
+    """Append the ledger entry of a training call that ran `steps` steps.
+
+    `epsilon_after` is the composition's epsilon when the caller already computed it (the
+    budget check does), to avoid a second PRV evaluation.
+    """
     composed = history + [(plan.noise_multiplier, plan.sample_rate, steps)]
+    if epsilon_after is None:
+        epsilon_after = epsilon(composed, plan.delta, plan.accountant)
     fields = {
         "run_id": run_id,
         "round": round_,
@@ -132,7 +139,7 @@ def record_training(state: SceneState, plan: PrivacyPlan, *, run_id: str, round_
         "budget_epsilon": plan.epsilon,
         "accountant": plan.accountant,
         "accountant_versions": accountant_versions(),
-        "epsilon": epsilon(composed, plan.delta, plan.accountant),
+        "epsilon": epsilon_after,
         "epsilon_rdp": epsilon(composed, plan.delta, "rdp"),
         "records": plan.records,
         "time": time.time(),

@@ -105,7 +105,7 @@ def train_round(state: SceneState, dataset: SceneDataset, request: RoundRequest
     total = head_steps + steps
     private = config.privacy.enabled
     history: list[tuple[float, float, int]] = spent_history(state)
-    plan = None
+    plan, epsilon_after = None, None
     if private:
         plan = load_or_create_plan(state, config.privacy, dataset.n_train, rate,
                                    config.federation.rounds * total)
@@ -113,7 +113,7 @@ def train_round(state: SceneState, dataset: SceneDataset, request: RoundRequest
             raise FedsceneError(f"scene {state.scene}: sample rate {rate:.6g} differs from "
                                 f"the plan's {plan.sample_rate:.6g}; keep training.batch_size "
                                 f"and the data fixed under one budget")
-        exceeded, _ = would_exceed(plan, history, total)
+        exceeded, epsilon_after = would_exceed(plan, history, total)
         if exceeded:
             return TrainOutcome("budget-exhausted", {}, {
                 "budget-exhausted": 1.0, "epsilon": _spent(plan, history),
@@ -142,7 +142,7 @@ def train_round(state: SceneState, dataset: SceneDataset, request: RoundRequest
     shared, local = split_state(model.state_dict(), prefixes)
     entry = _ledger(state, plan, request, total, history, {
         "head_steps": head_steps, "local_state_in": params_digest(local_before),
-        "local_state_out": params_digest(local)})
+        "local_state_out": params_digest(local)}, epsilon_after)
     state.save_local(local, {"round": request.round, "run_id": request.run_id,
                              "algorithm": algorithm, "ledger_head": entry["hash"]})
     metrics = {"train-loss": float(np.mean(losses)), "steps": float(total),
@@ -157,12 +157,13 @@ def _spent(plan: PrivacyPlan, history: list[tuple[float, float, int]]) -> float:
 
 
 def _ledger(state: SceneState, plan: PrivacyPlan | None, request: RoundRequest, steps: int,
-            history: list[tuple[float, float, int]], extra: dict[str, Any]) -> dict[str, Any]:
+            history: list[tuple[float, float, int]], extra: dict[str, Any],
+            epsilon_after: float | None) -> dict[str, Any]:
     """Every training call is ledgered; without DP its epsilon is infinite, as it is."""
     if plan is not None:
         return record_training(state, plan, run_id=request.run_id, round_=request.round,
                                algorithm=request.algorithm, steps=steps, history=history,
-                               extra=extra)
+                               extra=extra, epsilon_after=epsilon_after)
     no_dp = PrivacyPlan(epsilon=float("inf"), delta=0.0, noise_multiplier=0.0, sample_rate=0.0,
                         max_grad_norm=0.0, planned_steps=0, accountant="none", records=0)
     return record_training(state, no_dp, run_id=request.run_id, round_=request.round,

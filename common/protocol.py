@@ -1,4 +1,7 @@
-"""Keys of the messages ServerApp and ClientApp exchange (they share no other code)."""
+"""Keys of the messages ServerApp and ClientApp exchange, and the state-directory naming
+both sides (and the harness) agree on."""
+
+import re
 
 CONFIG_RECORD = "config"
 CONFIG_JSON = "fedscene-config"
@@ -14,3 +17,8 @@ STATUS = "status"
 NUM_EXAMPLES = "num-examples"
 TRAINED = "trained"
 BUDGET_EXHAUSTED = "budget-exhausted"
+
+
+def scene_dirname(scene: str) -> str:
+    """A file-system-safe folder name for a scene's state directory."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", scene).strip("_") or "scene"

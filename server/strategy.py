@@ -16,7 +16,15 @@ from logging import INFO, WARNING
 from typing import Any
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.app import (
+    Array,
+    ArrayRecord,
+    ConfigRecord,
+    Message,
+    MessageType,
+    MetricRecord,
+    RecordDict,
+)
 from flwr.common import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
@@ -85,7 +93,7 @@ class SceneStrategy(FedAvg):
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
         """All nodes but those whose budget is spent get the shared parameters."""
-        self.current = {name: arrays[name].numpy() for name in arrays.keys()}
+        self.current = {name: arrays[name].numpy() for name in arrays}
         nodes = [n for n in self._all_nodes(grid) if n not in self.exhausted]
         if not nodes:
             log(INFO, "configure_train: every scene has spent its privacy budget")

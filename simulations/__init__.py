@@ -1,0 +1,1 @@
+"""The harness: datasets -> scenes -> federation runs -> report, and the `fedscene` CLI."""

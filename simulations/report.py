@@ -1,0 +1,168 @@
+"""Write a run's results: results.json, rounds.csv, plots and report.md."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+TABLE_METRICS = ("hr@10", "ndcg@10", "auc")
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if hasattr(value, "item"):
+        return _json_safe(value.item())
+    return value
+
+
+def write_outputs(out_dir: Path, results: dict[str, Any], round_rows: list[dict[str, Any]]
+                  ) -> None:
+    (out_dir / "results.json").write_text(json.dumps(_json_safe(results), indent=2))
+    rounds = pd.DataFrame(round_rows)
+    rounds.to_csv(out_dir / "rounds.csv", index=False)
+    plots = []
+    if not rounds.empty:
+        plots.append(_plot_rounds(out_dir, rounds, "hr@10"))
+        plots.append(_plot_rounds(out_dir, rounds, "auc"))
+    plots.append(_plot_scenes(out_dir, results, "hr@10"))
+    (out_dir / "report.md").write_text(render_report(results, plots))
+
+
+def _plot_rounds(out_dir: Path, rounds: pd.DataFrame, metric: str) -> str:
+    mean = rounds.groupby(["arm", "round"])[metric].mean().reset_index()
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for arm, part in mean.groupby("arm"):
+        ax.plot(part["round"], part[metric], marker="o", label=arm)
+    ax.set_xlabel("round")
+    ax.set_ylabel(f"{metric.upper()} (mean over scenes)")
+    ax.set_title(f"{metric.upper()} per round")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    name = f"rounds_{metric.replace('@', '')}.png"
+    fig.tight_layout()
+    fig.savefig(out_dir / name, dpi=110)
+    plt.close(fig)
+    return name
+
+
+def _plot_scenes(out_dir: Path, results: dict[str, Any], metric: str) -> str:
+    columns = {arm: v["per_scene"] for arm, v in results["arms"].items()}
+    columns |= {name: v["per_scene"] for name, v in results["baselines"].items()}
+    scenes = [s["scene"] for s in results["scenes"]]
+    width = 0.8 / max(len(columns), 1)
+    fig, ax = plt.subplots(figsize=(max(6.4, 1.1 * len(scenes) + 2), 4.2))
+    for i, (name, table) in enumerate(columns.items()):
+        means = [table[s][metric]["mean"] for s in scenes]
+        errors = [[m - table[s][metric]["low"] for s, m in zip(scenes, means, strict=True)],
+                  [table[s][metric]["high"] - m for s, m in zip(scenes, means, strict=True)]]
+        xs = [j + i * width for j in range(len(scenes))]
+        ax.bar(xs, means, width, yerr=errors, capsize=2, label=name)
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(scenes))])
+    ax.set_xticklabels(scenes, rotation=30, ha="right")
+    ax.set_ylabel(f"{metric.upper()} (95% CI over users)")
+    ax.set_title(f"{metric.upper()} per scene")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    name = f"scenes_{metric.replace('@', '')}.png"
+    fig.savefig(out_dir / name, dpi=110)
+    plt.close(fig)
+    return name
+
+
+def _cell(value: dict[str, float]) -> str:
+    return f"{value['mean']:.3f} [{value['low']:.3f}, {value['high']:.3f}]"
+
+
+def _epsilon(privacy: list[dict[str, Any]]) -> str:
+    spent = [p.get("epsilon", 0.0) for p in privacy]
+    budget = privacy[0].get("budget_epsilon") if privacy else None
+    if not spent:
+        return "-"
+    worst = max(spent)
+    if not math.isfinite(worst):
+        return "no DP"
+    return f"{worst:.2f} of {budget:.2f}" if budget is not None else f"{worst:.2f}"
+
+
+def render_report(results: dict[str, Any], plots: list[str]) -> str:
+    config = results["config"]
+    scenes = [s["scene"] for s in results["scenes"]]
+    lines = [
+        f"# fedscene run {results['run_id']}",
+        "",
+        f"Data: `{config['data']['source']}`; {len(scenes)} scenes; "
+        f"{config['federation']['rounds']} rounds; privacy "
+        + (f"on (epsilon {config['privacy']['epsilon']} per scene unless set, "
+           f"clip {config['privacy']['max_grad_norm']})" if config["privacy"]["enabled"]
+           else "off") + f"; seeds {config['simulation']['seeds']}.",
+        "Intervals are 95% bootstrap intervals over each scene's test users. "
+        "A difference inside them is no difference.",
+        "",
+        "## Scenes",
+        "",
+        "| scene | users | items | train | test | test users | from | to |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    lines += [f"| {s['scene']} | {s['users']} | {s['items']} | {s['train_interactions']} | "
+              f"{s['test_interactions']} | {s['test_users']} | {s['first']} | {s['last']} |"
+              for s in results["scenes"]]
+    columns = {**results["arms"], **results["baselines"]}
+    for metric in TABLE_METRICS:
+        lines += ["", f"## {metric.upper()} per scene", "",
+                  "| scene | " + " | ".join(columns) + " |",
+                  "|---|" + "---|" * len(columns)]
+        for scene in scenes:
+            lines.append(f"| {scene} | " + " | ".join(
+                _cell(v["per_scene"][scene][metric]) for v in columns.values()) + " |")
+        lines.append("| **mean over scenes** | " + " | ".join(
+            f"{v['summary'][metric]['mean_over_scenes']:.3f}" if metric in v["summary"]
+            else "-" for v in columns.values()) + " |")
+        lines.append("| **worst scene** | " + " | ".join(
+            f"{v['summary'][metric]['worst_scene']} {v['summary'][metric]['worst']:.3f}"
+            if metric in v["summary"] else "-" for v in columns.values()) + " |")
+        lines.append("| **spread (best - worst)** | " + " | ".join(
+            f"{v['summary'][metric]['spread']:.3f}" if metric in v["summary"] else "-"
+            for v in columns.values()) + " |")
+    gains = {arm: v["gain_over_local"] for arm, v in results["arms"].items()
+             if "gain_over_local" in v}
+    if gains:
+        lines += ["", "## Gain over `local` (HR@10, paired over users)", "",
+                  "| scene | " + " | ".join(gains) + " |", "|---|" + "---|" * len(gains)]
+        for scene in scenes:
+            cells = []
+            for per_scene in gains.values():
+                g = per_scene[scene]["hr@10"]
+                cells.append(f"{g['mean']:+.3f} [{g['low']:+.3f}, {g['high']:+.3f}] "
+                             f"{g['verdict']}")
+            lines.append(f"| {scene} | " + " | ".join(cells) + " |")
+    lines += ["", "## Privacy spent (cumulative epsilon of the most-spent scene)", "",
+              "| arm | epsilon spent of budget | scenes out of budget | failures |",
+              "|---|---|---|---|"]
+    for arm, v in results["arms"].items():
+        flat = [p for values in v["privacy"].values() for p in values]
+        lines.append(f"| {arm} | {_epsilon(flat) if flat else 'not federated, no DP'} | "
+                     f"{', '.join(v['budget_exhausted']) or '-'} | {len(v['failures'])} |")
+    failures = [f | {"arm": arm} for arm, v in results["arms"].items() for f in v["failures"]]
+    if failures:
+        lines += ["", "## Failures", ""]
+        lines += [f"- {f['arm']} seed {f['seed']} round {f['round']} ({f['phase']}): "
+                  f"{f['scene']}: {f['reason']}" for f in failures]
+    lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
+    timings = results["timings"]
+    lines += ["", f"Total wall time {timings['total_s']:.0f}s (" + ", ".join(
+        f"{a} {s:.0f}s" for a, s in timings["per_arm_s"].items()) + ")."]
+    lines += ["", "Data: UCI Online Retail (Chen, Sain & Guo 2012), CC BY 4.0, where used."]
+    return "\n".join(lines) + "\n"

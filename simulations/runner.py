@@ -1,0 +1,192 @@
+"""A multi-scene simulation: every arm (algorithm x seed) on the same scenes, then a report.
+
+Output directory layout:
+    run.json            run id, status (running/complete), config
+    results.json        config, scenes, per arm and scene the metrics, privacy spent, timings
+    rounds.csv          per arm, seed, round and scene: the evaluation metrics
+    arms/<arm>-seed<s>/ scenes/<scene>/ (head, privacy plan, ledger, evaluations),
+                        checkpoints/ (global shared parameters per round), federation.json
+    *.png, report.md
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fedscene.common.config import ExperimentConfig
+from fedscene.common.data import SceneDataset, build_scene, load_raw_dataset, resolve_scenes
+from fedscene.common.errors import FedsceneError
+from fedscene.common.evaluation import evaluate_users, item_counts, popularity_scorer
+from fedscene.common.ledger import read_ledger
+from fedscene.common.metrics import METRICS
+from fedscene.common.protocol import scene_dirname
+from fedscene.server.strategy import ReplyObserver
+from fedscene.simulations.centralized import run_centralized
+from fedscene.simulations.engine import run_arm
+from fedscene.simulations.report import write_outputs
+from fedscene.simulations.results import (
+    PerUser,
+    average_seeds,
+    gain,
+    scene_table,
+    worst_and_spread,
+)
+
+Progress = Callable[[str], None]
+
+
+def prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
+    """Refuse to mix runs: a non-empty output directory needs `overwrite`."""
+    if out_dir.exists() and any(out_dir.iterdir()):
+        previous = out_dir / "run.json"
+        what = "files"
+        if previous.exists():
+            info = json.loads(previous.read_text())
+            what = f"run {info.get('run_id')} ({info.get('status')})"
+        if not overwrite:
+            raise FedsceneError(f"{out_dir}: already holds {what}; choose another --out or "
+                                f"pass --overwrite to replace it")
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _write_run(out_dir: Path, run_id: str, status: str, config: ExperimentConfig) -> None:
+    (out_dir / "run.json").write_text(json.dumps(
+        {"run_id": run_id, "status": status, "time": time.time(),
+         "config": json.loads(config.to_json())}, indent=2))
+
+
+def _final_per_user(arm_dir: Path, scene: str, rounds: int) -> PerUser:
+    path = arm_dir / "scenes" / scene_dirname(scene) / "eval" / f"round_{rounds:04d}.json"
+    if not path.exists():
+        raise FedsceneError(f"{path}: no final evaluation for scene {scene!r}; see failures in "
+                            f"{arm_dir / 'federation.json'}")
+    saved = json.loads(path.read_text())
+    return {"user": np.array(saved["users"])} | {
+        m: np.array(saved["per_user"][m]) for m in METRICS}
+
+
+def privacy_spent(state_dir: Path) -> dict[str, Any]:
+    """From a scene's ledger: cumulative epsilon, budget, rounds trained."""
+    ledger = read_ledger(state_dir / "ledger.jsonl")
+    if not ledger.entries:
+        return {"rounds_trained": 0, "epsilon": 0.0}
+    last = ledger.entries[-1]
+    return {"rounds_trained": len(ledger.entries), "steps": sum(e["steps"] for e in
+                                                               ledger.entries),
+            "epsilon": last["epsilon"], "epsilon_rdp": last["epsilon_rdp"],
+            "budget_epsilon": last["budget_epsilon"], "delta": last["delta"],
+            "noise_multiplier": last["noise_multiplier"], "sample_rate": last["sample_rate"],
+            "ledger_intact": ledger.intact}
+
+
+def build_datasets(config: ExperimentConfig) -> tuple[ExperimentConfig, list[SceneDataset]]:
+    """Resolve scenes (and fix them in the config, so nodes map to scenes) and build them."""
+    raw = load_raw_dataset(config.data)
+    scenes = resolve_scenes(raw, config.data)
+    config = config.model_copy(update={"data": config.data.model_copy(
+        update={"scenes": scenes})})
+    return config, [build_scene(raw, s, config.data, config.model) for s in scenes]
+
+
+def run_experiment(config: ExperimentConfig, out_dir: Path, *, overwrite: bool = False,
+                   progress: Progress = print, observer: ReplyObserver | None = None,
+                   verbose: bool = False) -> dict[str, Any]:
+    """Run every arm and write the run directory; returns the results dictionary."""
+    prepare_out_dir(out_dir, overwrite)
+    run_id = uuid.uuid4().hex[:12]
+    _write_run(out_dir, run_id, "running", config)
+    started = time.time()
+    config, datasets = build_datasets(config)
+    _write_run(out_dir, run_id, "running", config)
+    progress(f"run {run_id}: {len(datasets)} scenes ({', '.join(config.data.scenes)}), "
+             f"arms {', '.join(config.simulation.arms)}, seeds {config.simulation.seeds}")
+    samples, rounds = config.simulation.bootstrap_samples, config.federation.rounds
+    per_user: dict[str, dict[str, PerUser]] = {}
+    round_rows: list[dict[str, Any]] = []
+    arms: dict[str, dict[str, Any]] = {}
+    for arm in config.simulation.arms:
+        runs: dict[str, list[PerUser]] = {d.scene: [] for d in datasets}
+        privacy: dict[str, Any] = {}
+        failures: list[dict[str, Any]] = []
+        exhausted: set[str] = set()
+        t0 = time.time()
+        for seed in config.simulation.seeds:
+            arm_dir = out_dir / "arms" / f"{arm}-seed{seed}"
+            progress(f"{arm} (seed {seed}): {rounds} rounds ...")
+            if arm == "centralized":
+                final, rows = run_centralized(config, datasets, seed)
+                for scene, values in final.items():
+                    runs[scene].append(values)
+            else:
+                outcome = run_arm(config, algorithm=arm, out_dir=arm_dir, seed=seed,
+                                  run_id=f"{run_id}-{arm}-{seed}", observer=observer,
+                                  verbose=verbose)
+                rows = outcome.evaluations
+                failures += [f | {"seed": seed} for f in outcome.failures]
+                exhausted |= set(outcome.exhausted)
+                for d in datasets:
+                    runs[d.scene].append(_final_per_user(arm_dir, d.scene, rounds))
+                    privacy.setdefault(d.scene, []).append(
+                        privacy_spent(arm_dir / "scenes" / scene_dirname(d.scene)))
+            round_rows += [{"arm": arm, "seed": seed} | r for r in rows]
+        per_user[arm] = {scene: average_seeds(values) for scene, values in runs.items()}
+        table = scene_table(per_user[arm], samples, 0)
+        arms[arm] = {"per_scene": table, "summary": {m: worst_and_spread(table, m)
+                                                     for m in ("hr@10", "ndcg@10", "auc")},
+                     "privacy": privacy, "failures": failures,
+                     "budget_exhausted": sorted(exhausted), "wall_s": time.time() - t0}
+        hr = arms[arm]["summary"]["hr@10"]
+        progress(f"{arm}: HR@10 mean over scenes {hr['mean_over_scenes']:.3f}, worst "
+                 f"{hr['worst_scene']} {hr['worst']:.3f} ({arms[arm]['wall_s']:.0f}s)")
+    if "local" in per_user:
+        for arm in arms:
+            if arm != "local":
+                arms[arm]["gain_over_local"] = {
+                    d.scene: gain(per_user[arm][d.scene], per_user["local"][d.scene],
+                                  samples, 0) for d in datasets}
+    baselines = _baselines(datasets, samples)
+    results = {
+        "run_id": run_id, "config": json.loads(config.to_json()),
+        "scenes": [_scene_summary(d) for d in datasets],
+        "arms": arms, "baselines": baselines,
+        "timings": {"total_s": time.time() - started,
+                    "per_arm_s": {a: v["wall_s"] for a, v in arms.items()}},
+    }
+    write_outputs(out_dir, results, round_rows)
+    _write_run(out_dir, run_id, "complete", config)
+    return results
+
+
+def _scene_summary(d: SceneDataset) -> dict[str, Any]:
+    times = np.concatenate([d.train_time, d.test_time])
+    return {"scene": d.scene, "users": d.n_users, "items": d.n_items,
+            "train_interactions": d.n_train, "test_interactions": len(d.test_item),
+            "test_users": int(len(np.unique(d.test_user))),
+            "first": str(times.min())[:10], "last": str(times.max())[:10]}
+
+
+def _baselines(datasets: list[SceneDataset], samples: int) -> dict[str, Any]:
+    """Popularity within the scene and over all scenes (by source item id)."""
+    overall: dict[str, float] = {}
+    for d in datasets:
+        for key, count in item_counts(d).items():
+            overall[key] = overall.get(key, 0.0) + count
+    out: dict[str, Any] = {}
+    for name, counts_of in (("popularity-scene", item_counts), ("popularity-all", None)):
+        per_scene = {}
+        for d in datasets:
+            scorer = popularity_scorer(counts_of(d) if counts_of else overall)
+            per_scene[d.scene] = evaluate_users(d, scorer)
+        table = scene_table(per_scene, samples, 0)
+        out[name] = {"per_scene": table,
+                     "summary": {m: worst_and_spread(table, m) for m in ("hr@10", "auc")}}
+    return out
