@@ -119,7 +119,8 @@ def train_round(state: SceneState, dataset: SceneDataset, request: RoundRequest
                 "budget-exhausted": 1.0, "epsilon": _spent(plan, history),
                 "budget-epsilon": plan.epsilon})
     model = restore_model(state, dataset, request)
-    local_before = split_state(model.state_dict(), prefixes)[1]
+    # Digest now: state_dict() tensors alias the parameters training will change.
+    digest_in = params_digest(split_state(model.state_dict(), prefixes)[1])
     dp = (DPSettings(plan.noise_multiplier, plan.max_grad_norm,
                      config.privacy.grad_sample_mode) if plan else None)
     proximal = (Proximal({k: v.clone() for k, v in request.shared.items()},
@@ -141,7 +142,7 @@ def train_round(state: SceneState, dataset: SceneDataset, request: RoundRequest
     losses.append(report.mean_loss)
     shared, local = split_state(model.state_dict(), prefixes)
     entry = _ledger(state, plan, request, total, history, {
-        "head_steps": head_steps, "local_state_in": params_digest(local_before),
+        "head_steps": head_steps, "local_state_in": digest_in,
         "local_state_out": params_digest(local)}, epsilon_after)
     state.save_local(local, {"round": request.round, "run_id": request.run_id,
                              "algorithm": algorithm, "ledger_head": entry["hash"]})

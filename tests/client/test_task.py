@@ -1,0 +1,57 @@
+import torch
+
+from fedscene.client.state import SceneState, params_digest
+from fedscene.client.task import RoundRequest, evaluate_round, train_round
+from fedscene.common.ledger import read_ledger
+from fedscene.common.model import split_state
+from tests.client.test_budget import _config
+
+
+def test_reply_holds_only_shared_parameters_and_head_persists(tmp_path, small_scene):
+    config = _config(rounds=3)
+    state = SceneState(tmp_path, "scene0")
+    first = train_round(state, small_scene, RoundRequest(config, "fedper", 1, "r", 0))
+    assert first.shared and all(k.startswith("encoder.") for k in first.shared)
+    second = train_round(state, small_scene,
+                         RoundRequest(config, "fedper", 2, "r", 0, shared=first.shared))
+    assert all(k.startswith("encoder.") for k in second.shared)
+    entries = read_ledger(tmp_path / "ledger.jsonl").entries
+    assert entries[1]["local_state_in"] == entries[0]["local_state_out"]
+    saved = state.load_local()
+    assert saved and all(k.startswith("head.") for k in saved)
+    assert params_digest(saved) == entries[1]["local_state_out"]
+
+
+def test_fedavg_keeps_local_item_ids_and_local_sends_nothing(tmp_path, small_scene):
+    config = _config(rounds=2)
+    fedavg = train_round(SceneState(tmp_path / "a", "scene0"), small_scene,
+                         RoundRequest(config, "fedavg", 1, "r", 0))
+    assert any(k.startswith("head.") for k in fedavg.shared)
+    assert not any(k.startswith("head.local_ids.") for k in fedavg.shared)
+    local = train_round(SceneState(tmp_path / "b", "scene0"), small_scene,
+                        RoundRequest(config, "local", 1, "r", 0))
+    assert local.shared == {}
+
+
+def test_fedrep_trains_head_then_encoder(tmp_path, small_scene):
+    config = _config(rounds=2)
+    outcome = train_round(SceneState(tmp_path, "scene0"), small_scene,
+                          RoundRequest(config, "fedrep", 1, "r", 0))
+    entry = read_ledger(tmp_path / "ledger.jsonl").entries[0]
+    assert entry["head_steps"] > 0 and entry["steps"] > entry["head_steps"]
+    assert all(k.startswith("encoder.") for k in outcome.shared)
+
+
+def test_evaluate_uses_received_encoder(tmp_path, small_scene):
+    config = _config(rounds=2)
+    state = SceneState(tmp_path, "scene0")
+    outcome = train_round(state, small_scene, RoundRequest(config, "fedper", 1, "r", 0))
+    metrics = evaluate_round(state, small_scene,
+                             RoundRequest(config, "fedper", 1, "r", 0, shared=outcome.shared))
+    zeroed = {k: torch.zeros_like(v) for k, v in outcome.shared.items()}
+    other = evaluate_round(state, small_scene,
+                           RoundRequest(config, "fedper", 1, "r", 0, shared=zeroed))
+    assert metrics["auc"] != other["auc"]
+    assert 0.0 <= metrics["hr@10-low"] <= metrics["hr@10"] <= metrics["hr@10-high"] <= 1.0
+    assert (tmp_path / "eval" / "round_0001.json").exists()
+    assert split_state(state.load_local(), ("encoder.",))[0] == {}

@@ -1,0 +1,72 @@
+import numpy as np
+import pytest
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.app.metadata import Metadata
+
+from fedscene.server.strategy import SceneStrategy, reply_problem
+
+EXPECTED = {"encoder.w": np.zeros((2, 3), dtype=np.float32),
+            "encoder.b": np.zeros(3, dtype=np.float32)}
+
+
+def _content(arrays, metrics=None, status="trained", scene="s"):
+    return RecordDict({
+        "arrays": ArrayRecord({k: Array(np.asarray(v, dtype=np.float32))
+                               for k, v in arrays.items()}),
+        "metrics": MetricRecord(metrics or {"num-examples": 10.0, "train-loss": 1.0}),
+        "status": ConfigRecord({"scene": scene, "status": status})})
+
+
+def test_valid_reply_passes():
+    assert reply_problem(_content(EXPECTED), EXPECTED, weighted=True) is None
+
+
+@pytest.mark.parametrize(("arrays", "metrics", "needle"), [
+    ({"encoder.w": np.zeros((2, 3))}, None, "missing ['encoder.b']"),
+    (EXPECTED | {"head.x": np.zeros(2)}, None, "unexpected ['head.x']"),
+    ({"encoder.w": np.zeros((3, 2)), "encoder.b": np.zeros(3)}, None, "shape (3, 2)"),
+    ({"encoder.w": np.full((2, 3), np.nan), "encoder.b": np.zeros(3)}, None, "non-finite"),
+    (EXPECTED, {"train-loss": 1.0}, "'num-examples' is None"),
+])
+def test_bad_replies_are_named(arrays, metrics, needle):
+    assert needle in reply_problem(_content(arrays, metrics), EXPECTED, weighted=True)
+
+
+def _reply(content, node):
+    metadata = Metadata(run_id=1, message_id=f"m{node}", src_node_id=node, dst_node_id=0,
+                        reply_to_message_id="i", group_id="1", created_at=0.0, ttl=60.0,
+                        message_type="train")
+    return Message(content=content, metadata=metadata)
+
+
+def test_aggregation_with_server_momentum_and_rejections():
+    strategy = SceneStrategy(3, server_learning_rate=0.5, server_momentum=0.9)
+    strategy.current = {k: v.copy() for k, v in EXPECTED.items()}
+    good = [_content({k: np.full(v.shape, x) for k, v in EXPECTED.items()},
+                     {"num-examples": n, "train-loss": 1.0}, scene=f"s{x}")
+            for x, n in ((1.0, 10.0), (4.0, 30.0))]
+    bad = _content({"encoder.w": np.zeros((2, 3))}, scene="broken")
+    spent = _content({}, {"budget-exhausted": 1.0}, status="budget-exhausted", scene="spent")
+    replies = [_reply(c, i) for i, c in enumerate(good + [bad, spent], start=1)]
+    arrays, metrics = strategy.aggregate_train(1, replies)
+    mean = (1.0 * 10 + 4.0 * 30) / 40  # weighted by num-examples
+    np.testing.assert_allclose(arrays["encoder.w"].numpy(), 0.5 * mean)
+    assert metrics["scenes-trained"] == 2
+    assert [f["scene"] for f in strategy.failures] == ["broken"]
+    assert list(strategy.exhausted.values()) == ["spent"]
+    # Second round: momentum carries the first delta.
+    strategy.current = {k: arrays[k].numpy() for k in arrays}
+    arrays2, _ = strategy.aggregate_train(2, [_reply(c, i) for i, c in enumerate(good, 1)])
+    delta = mean - 0.5 * mean
+    np.testing.assert_allclose(arrays2["encoder.w"].numpy(),
+                               0.5 * mean + 0.5 * (0.9 * mean + delta), rtol=1e-6)
+
+
+def test_unweighted_when_dataset_sizes_are_not_sent():
+    strategy = SceneStrategy(2, weighted=False)
+    strategy.current = {k: v.copy() for k, v in EXPECTED.items()}
+    replies = [_reply(_content({k: np.full(v.shape, x) for k, v in EXPECTED.items()},
+                               {"train-loss": 1.0}), i)
+               for i, x in ((1, 1.0), (2, 3.0))]
+    arrays, _ = strategy.aggregate_train(1, replies)
+    np.testing.assert_allclose(arrays["encoder.b"].numpy(), 2.0)
