@@ -82,6 +82,7 @@ class SceneStrategy(FedAvg):
         self.current: dict[str, np.ndarray] = {}
         self.velocity: dict[str, np.ndarray] = {}
         self.exhausted: dict[int, str] = {}
+        self.scene_of_node: dict[int, str] = {}  # learnt from replies, to name failures
         self.failures: list[dict[str, Any]] = []
         self.evaluations: list[dict[str, Any]] = []
         self.trained: list[dict[str, Any]] = []
@@ -109,9 +110,16 @@ class SceneStrategy(FedAvg):
         record = RecordDict({ARRAYS: arrays, CONFIG_RECORD: config})
         return self._construct_messages(record, self._all_nodes(grid), MessageType.EVALUATE)
 
+    def _scene(self, message: Message) -> str:
+        node = message.metadata.src_node_id
+        scene = _scene_of(message)
+        if scene is not None:
+            self.scene_of_node[node] = scene
+        return self.scene_of_node.get(node, f"node {node}")
+
     def _fail(self, server_round: int, phase: str, message: Message, reason: str) -> None:
         node = message.metadata.src_node_id
-        scene = _scene_of(message) or f"node {node}"
+        scene = self._scene(message)
         log(WARNING, "round %s %s: reply of %s rejected: %s", server_round, phase, scene, reason)
         self.failures.append({"round": server_round, "phase": phase, "node": node,
                               "scene": scene, "reason": reason})
@@ -125,7 +133,7 @@ class SceneStrategy(FedAvg):
                 self._fail(server_round, "train", message, message.error.reason)
                 continue
             content = message.content
-            scene = _scene_of(message) or f"node {message.metadata.src_node_id}"
+            scene = self._scene(message)
             if STATUS in content.config_records and (
                     content[STATUS].get(STATUS) == BUDGET_EXHAUSTED):
                 self.exhausted[message.metadata.src_node_id] = scene
@@ -167,7 +175,7 @@ class SceneStrategy(FedAvg):
             if message.has_error():
                 self._fail(server_round, "evaluate", message, message.error.reason)
                 continue
-            scene = _scene_of(message) or f"node {message.metadata.src_node_id}"
+            scene = self._scene(message)
             rows.append({"round": server_round, "scene": scene}
                         | dict(message.content[METRICS]))
         self.evaluations.extend(rows)

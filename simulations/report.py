@@ -65,10 +65,12 @@ def _plot_scenes(out_dir: Path, results: dict[str, Any], metric: str) -> str:
     width = 0.8 / max(len(columns), 1)
     fig, ax = plt.subplots(figsize=(max(6.4, 1.1 * len(scenes) + 2), 4.2))
     for i, (name, table) in enumerate(columns.items()):
-        means = [table[s][metric]["mean"] for s in scenes]
-        errors = [[m - table[s][metric]["low"] for s, m in zip(scenes, means, strict=True)],
-                  [table[s][metric]["high"] - m for s, m in zip(scenes, means, strict=True)]]
-        xs = [j + i * width for j in range(len(scenes))]
+        shown = [j for j, s in enumerate(scenes) if s in table]
+        means = [table[scenes[j]][metric]["mean"] for j in shown]
+        errors = [[m - table[scenes[j]][metric]["low"] for j, m in zip(shown, means, strict=True)],
+                  [table[scenes[j]][metric]["high"] - m for j, m in zip(shown, means,
+                                                                         strict=True)]]
+        xs = [j + i * width for j in shown]
         ax.bar(xs, means, width, yerr=errors, capsize=2, label=name)
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(scenes))])
     ax.set_xticklabels(scenes, rotation=30, ha="right")
@@ -82,7 +84,10 @@ def _plot_scenes(out_dir: Path, results: dict[str, Any], metric: str) -> str:
     return name
 
 
-def _cell(value: dict[str, float]) -> str:
+def _cell(table: dict[str, Any], scene: str, metric: str) -> str:
+    if scene not in table:
+        return "failed"
+    value = table[scene][metric]
     return f"{value['mean']:.3f} [{value['low']:.3f}, {value['high']:.3f}]"
 
 
@@ -126,7 +131,7 @@ def render_report(results: dict[str, Any], plots: list[str]) -> str:
                   "|---|" + "---|" * len(columns)]
         for scene in scenes:
             lines.append(f"| {scene} | " + " | ".join(
-                _cell(v["per_scene"][scene][metric]) for v in columns.values()) + " |")
+                _cell(v["per_scene"], scene, metric) for v in columns.values()) + " |")
         lines.append("| **mean over scenes** | " + " | ".join(
             f"{v['summary'][metric]['mean_over_scenes']:.3f}" if metric in v["summary"]
             else "-" for v in columns.values()) + " |")
@@ -144,6 +149,9 @@ def render_report(results: dict[str, Any], plots: list[str]) -> str:
         for scene in scenes:
             cells = []
             for per_scene in gains.values():
+                if scene not in per_scene:
+                    cells.append("-")
+                    continue
                 g = per_scene[scene]["hr@10"]
                 cells.append(f"{g['mean']:+.3f} [{g['low']:+.3f}, {g['high']:+.3f}] "
                              f"{g['verdict']}")
@@ -157,7 +165,13 @@ def render_report(results: dict[str, Any], plots: list[str]) -> str:
                      f"{', '.join(v['budget_exhausted']) or '-'} | {len(v['failures'])} |")
     failures = [f | {"arm": arm} for arm, v in results["arms"].items() for f in v["failures"]]
     if failures:
-        lines += ["", "## Failures", ""]
+        lines += ["", "## Failures", "",
+                  "A failed reply is left out of its round; the others complete it. Scenes "
+                  "listed as 'failed' above never produced an evaluation."]
+        for arm, v in results["arms"].items():
+            for scene, round_ in v.get("evaluated_before_final_round", {}).items():
+                lines.append(f"- {arm}: {scene} is reported at round {round_}, its last "
+                             f"successful evaluation")
         lines += [f"- {f['arm']} seed {f['seed']} round {f['round']} ({f['phase']}): "
                   f"{f['scene']}: {f['reason']}" for f in failures]
     lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]

@@ -64,13 +64,13 @@ def _write_run(out_dir: Path, run_id: str, status: str, config: ExperimentConfig
          "config": json.loads(config.to_json())}, indent=2))
 
 
-def _final_per_user(arm_dir: Path, scene: str, rounds: int) -> PerUser:
-    path = arm_dir / "scenes" / scene_dirname(scene) / "eval" / f"round_{rounds:04d}.json"
-    if not path.exists():
-        raise FedsceneError(f"{path}: no final evaluation for scene {scene!r}; see failures in "
-                            f"{arm_dir / 'federation.json'}")
-    saved = json.loads(path.read_text())
-    return {"user": np.array(saved["users"])} | {
+def _latest_per_user(arm_dir: Path, scene: str) -> tuple[int, PerUser] | None:
+    """The scene's latest evaluation (the final round's unless the scene failed there)."""
+    files = sorted((arm_dir / "scenes" / scene_dirname(scene) / "eval").glob("round_*.json"))
+    if not files:
+        return None
+    saved = json.loads(files[-1].read_text())
+    return saved["round"], {"user": np.array(saved["users"])} | {
         m: np.array(saved["per_user"][m]) for m in METRICS}
 
 
@@ -118,6 +118,8 @@ def run_experiment(config: ExperimentConfig, out_dir: Path, *, overwrite: bool =
         privacy: dict[str, Any] = {}
         failures: list[dict[str, Any]] = []
         exhausted: set[str] = set()
+        missing: set[str] = set()  # scenes with no evaluation at all (failed throughout)
+        stale: dict[str, int] = {}  # scenes whose last evaluation is before the final round
         t0 = time.time()
         for seed in config.simulation.seeds:
             arm_dir = out_dir / "arms" / f"{arm}-seed{seed}"
@@ -134,16 +136,24 @@ def run_experiment(config: ExperimentConfig, out_dir: Path, *, overwrite: bool =
                 failures += [f | {"seed": seed} for f in outcome.failures]
                 exhausted |= set(outcome.exhausted)
                 for d in datasets:
-                    runs[d.scene].append(_final_per_user(arm_dir, d.scene, rounds))
+                    latest = _latest_per_user(arm_dir, d.scene)
+                    if latest is None:
+                        missing.add(d.scene)
+                        continue
+                    if latest[0] != rounds:
+                        stale[d.scene] = latest[0]
+                    runs[d.scene].append(latest[1])
                     privacy.setdefault(d.scene, []).append(
                         privacy_spent(arm_dir / "scenes" / scene_dirname(d.scene)))
             round_rows += [{"arm": arm, "seed": seed} | r for r in rows]
-        per_user[arm] = {scene: average_seeds(values) for scene, values in runs.items()}
+        per_user[arm] = {scene: average_seeds(values) for scene, values in runs.items()
+                         if values and scene not in missing}
         table = scene_table(per_user[arm], samples, 0)
         arms[arm] = {"per_scene": table, "summary": {m: worst_and_spread(table, m)
                                                      for m in ("hr@10", "ndcg@10", "auc")},
                      "privacy": privacy, "failures": failures,
-                     "budget_exhausted": sorted(exhausted), "wall_s": time.time() - t0}
+                     "budget_exhausted": sorted(exhausted), "not_evaluated": sorted(missing),
+                     "evaluated_before_final_round": stale, "wall_s": time.time() - t0}
         hr = arms[arm]["summary"]["hr@10"]
         progress(f"{arm}: HR@10 mean over scenes {hr['mean_over_scenes']:.3f}, worst "
                  f"{hr['worst_scene']} {hr['worst']:.3f} ({arms[arm]['wall_s']:.0f}s)")
@@ -152,7 +162,8 @@ def run_experiment(config: ExperimentConfig, out_dir: Path, *, overwrite: bool =
             if arm != "local":
                 arms[arm]["gain_over_local"] = {
                     d.scene: gain(per_user[arm][d.scene], per_user["local"][d.scene],
-                                  samples, 0) for d in datasets}
+                                  samples, 0) for d in datasets
+                    if d.scene in per_user[arm] and d.scene in per_user["local"]}
     baselines = _baselines(datasets, samples)
     results = {
         "run_id": run_id, "config": json.loads(config.to_json()),

@@ -1,0 +1,122 @@
+"""Real Flower simulations (Ray backend) on small synthetic scenes.
+
+What is checked comes from the messages the server received, the checkpoints it wrote and
+the ledgers the clients kept, not from reading the code.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from fedscene.common.config import ExperimentConfig
+from fedscene.common.errors import FedsceneError
+from fedscene.common.ledger import read_ledger
+from fedscene.server.federation import initial_shared
+from fedscene.simulations.engine import run_arm
+from fedscene.simulations.runner import run_experiment
+from tests.conftest import synthetic_data
+
+pytestmark = pytest.mark.integration
+SCENES = ["scene0", "scene1", "scene2"]
+
+
+def _config(rounds: int = 3, arms=("fedper",)) -> ExperimentConfig:
+    data = json.loads(synthetic_data(num_scenes=3, users_per_scene=40).model_dump_json())
+    return ExperimentConfig.model_validate({
+        "data": data | {"scenes": SCENES},
+        "model": {"embedding_dim": 8, "hash_buckets": 512, "head_hidden": 8},
+        "privacy": {"epsilon": 4.0},
+        "federation": {"rounds": rounds},
+        "simulation": {"arms": list(arms), "bootstrap_samples": 100, "object_store_mb": 100}})
+
+
+def test_fedper_shares_only_the_encoder_and_heads_stay_local(tmp_path):
+    config = _config(rounds=3)
+    replies: dict[int, list[tuple[str, dict[str, np.ndarray], float]]] = {}
+
+    def observe(server_round, scene, content):
+        arrays = {k: content["arrays"][k].numpy() for k in content["arrays"]}
+        replies.setdefault(server_round, []).append(
+            (scene, arrays, float(content["metrics"]["num-examples"])))
+
+    outcome = run_arm(config, algorithm="fedper", out_dir=tmp_path, seed=0, run_id="t1",
+                      observer=observe)
+    assert outcome.failures == []
+    assert sorted(replies) == [1, 2, 3]
+    encoder_keys = set(initial_shared(config, "fedper", 0))
+    for server_round, round_replies in replies.items():
+        assert sorted(scene for scene, _, _ in round_replies) == SCENES
+        for scene, arrays, _ in round_replies:
+            assert not any(k.startswith("head.") for k in arrays), (server_round, scene)
+            assert set(arrays) == encoder_keys
+
+    # The global encoder changes only by aggregation: checkpoint r is the weighted mean of
+    # round r's replies (server learning rate 1, no momentum), and round 0 is the init.
+    start = torch.load(tmp_path / "checkpoints" / "round_0000.pt")
+    for name, value in initial_shared(config, "fedper", 0).items():
+        torch.testing.assert_close(start[name], value)
+    for server_round, round_replies in replies.items():
+        saved = torch.load(tmp_path / "checkpoints" / f"round_{server_round:04d}.pt")
+        weights = np.array([n for _, _, n in round_replies]) / sum(n for _, _, n in
+                                                                   round_replies)
+        for name in encoder_keys:
+            mean = sum(w * arrays[name] for w, (_, arrays, _) in zip(weights, round_replies,
+                                                                      strict=True))
+            np.testing.assert_allclose(saved[name].numpy(), mean, rtol=1e-5, atol=1e-6)
+
+    # Each scene's head after round r is where round r+1 starts.
+    for scene in SCENES:
+        entries = read_ledger(tmp_path / "scenes" / scene / "ledger.jsonl").entries
+        assert [e["round"] for e in entries] == [1, 2, 3]
+        for before, after in zip(entries, entries[1:], strict=False):
+            assert after["local_state_in"] == before["local_state_out"]
+            assert after["epsilon"] > before["epsilon"]
+        assert entries[-1]["epsilon"] <= 4.0
+
+    # A second run on the same state directories continues the same budgets: spent, so no
+    # scene trains and the server stops asking after the first refusal.
+    again = run_arm(config, algorithm="fedper", out_dir=tmp_path, seed=0, run_id="t2")
+    assert again.exhausted == SCENES and again.trained == []
+    for scene in SCENES:
+        assert len(read_ledger(tmp_path / "scenes" / scene / "ledger.jsonl").entries) == 3
+
+
+def test_a_failing_client_is_named_and_the_run_finishes(tmp_path):
+    config = _config(rounds=3)
+
+    def break_scene1(server_round, scene, content):
+        if server_round == 1 and scene == "scene1":
+            (tmp_path / "scenes" / "scene1" / "local.pt").write_bytes(b"not a checkpoint")
+
+    outcome = run_arm(config, algorithm="fedper", out_dir=tmp_path, seed=0, run_id="t3",
+                      observer=break_scene1)
+    train_failures = [(f["round"], f["scene"]) for f in outcome.failures
+                      if f["phase"] == "train"]
+    assert train_failures == [(2, "scene1"), (3, "scene1")]
+    assert all(f["scene"] == "scene1" and "local.pt" in f["reason"]
+               for f in outcome.failures)
+    final = {e["scene"] for e in outcome.evaluations if e["round"] == 3}
+    assert final == {"scene0", "scene2"}
+
+
+def test_harness_writes_the_run_directory_and_refuses_to_mix_runs(tmp_path):
+    config = _config(rounds=2, arms=("local", "fedper", "centralized"))
+    out = tmp_path / "run"
+    results = run_experiment(config, out, progress=lambda _: None)
+    for name in ("results.json", "rounds.csv", "report.md", "rounds_hr10.png",
+                 "scenes_hr10.png", "run.json"):
+        assert (out / name).exists(), name
+    saved = json.loads((out / "results.json").read_text())
+    assert set(saved["arms"]) == {"local", "fedper", "centralized"}
+    assert set(saved["arms"]["fedper"]["gain_over_local"]) == set(SCENES)
+    assert saved["arms"]["fedper"]["privacy"]["scene0"][0]["epsilon"] <= 4.0
+    assert set(saved["baselines"]) == {"popularity-scene", "popularity-all"}
+    assert json.loads((out / "run.json").read_text())["status"] == "complete"
+    assert "Gain over `local`" in (out / "report.md").read_text()
+    assert results["run_id"] == saved["run_id"]
+    with pytest.raises(FedsceneError, match=rf"already holds run {results['run_id']}"):
+        run_experiment(config, out, progress=lambda _: None)
