@@ -12,7 +12,8 @@ from rich.table import Table
 from fedscene.common.config import load_config
 from fedscene.common.errors import FedsceneError
 
-console = Console(stderr=False)
+# Wide enough for the data-check table when output is piped (rich falls back to 80 columns).
+console = Console() if sys.stdout.isatty() else Console(width=120)
 
 
 def _simulate(args: argparse.Namespace) -> int:
