@@ -37,7 +37,7 @@ def _data_check(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.set)
     raw = load_raw_dataset(config.data)
     scenes = resolve_scenes(raw, config.data)
-    table = Table(title=f"{raw.origin}: {len(scenes)} scenes pass the data contract")
+    table = Table()
     for column in ("scene", "users", "items", "rows", "train", "test", "from", "to"):
         table.add_column(column, justify="left" if column == "scene" else "right")
     for scene in scenes:
@@ -47,6 +47,7 @@ def _data_check(args: argparse.Namespace) -> int:
                       str(built.n_train), str(len(built.test_item)),
                       str(rows["time"].min())[:10], str(rows["time"].max())[:10])
     console.print(table)
+    console.print(f"{raw.origin}: {len(scenes)} scenes pass the data contract", soft_wrap=True)
     return 0
 
 
