@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -51,6 +52,26 @@ def _data_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _audit(args: argparse.Namespace) -> int:
+    from fedscene.simulations.audit import audit, to_json
+    from fedscene.simulations.audit_report import terminal_table, write_report
+
+    results = audit(args.paths, near=args.near, jobs=args.jobs)
+    if args.json:
+        print(to_json(results))
+    else:
+        console.print(terminal_table(results))
+        for result in results:
+            for reason in result.reasons:
+                console.print(f"[bold red]{result.verdict}[/] {result.scene}: {reason}",
+                              soft_wrap=True)
+    if args.report:
+        write_report(results, Path(args.report))
+        if not args.json:
+            console.print(f"report written to {args.report}")
+    return 0 if all(r.passed for r in results) else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fedscene",
@@ -67,6 +88,19 @@ def build_parser() -> argparse.ArgumentParser:
                           help="replace an existing run directory")
     simulate.add_argument("--verbose", action="store_true", help="show Flower's and Ray's log")
     simulate.set_defaults(run=_simulate)
+
+    audit = commands.add_parser(
+        "audit", help="verify privacy ledgers and recompute epsilon; exit 0 only if all pass")
+    audit.add_argument("paths", nargs="+", metavar="STATE_DIR_OR_LEDGER",
+                       help="scene state directories, run directories or ledger files")
+    audit.add_argument("--json", action="store_true", help="machine-readable output")
+    audit.add_argument("--report", metavar="FILE", help="write a Markdown (.md) or HTML "
+                       "(.html) report with a plot of epsilon over rounds")
+    audit.add_argument("--near", type=float, default=0.9,
+                       help="fraction of the budget from which a scene is 'near budget'")
+    audit.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                       help="ledgers audited in parallel")
+    audit.set_defaults(run=_audit)
 
     data = commands.add_parser("data", help="dataset tools")
     data_commands = data.add_subparsers(dest="data_command", required=True)

@@ -1,0 +1,115 @@
+"""Examples per second of plain SGD vs DP-SGD on the scene model, per Opacus grad-sample mode.
+
+    python benchmarks/dp_step.py [--batch 256] [--seconds 15] [--scene Germany]
+
+Each mode trains the same model on the same fixed batches of the embedded data; DP modes
+clip per example (noise 1.0). `ghost` uses fedscene's embedding norm sampler;
+`ghost-opacus-embedding` is the same with Opacus's own sampler, for comparison. Prints a
+table with the slowdown against plain SGD and writes benchmarks/results/dp_step.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import time
+
+import numpy as np
+import torch
+from opacus.grad_sample import GradSampleModuleFastGradientClipping
+from opacus.grad_sample.embedding import compute_embedding_norm_sample
+from rich.console import Console
+from rich.table import Table
+from torch import nn
+
+from benchmarks._common import write_json
+from fedscene.common import dp_norms
+from fedscene.common.batches import train_batch
+from fedscene.common.config import DataConfig, ModelConfig, TrainingConfig
+from fedscene.common.data import build_scene, load_raw_dataset
+from fedscene.common.data.scene import train_negatives
+from fedscene.common.model import SceneModel
+from fedscene.common.training import DPSettings, ExampleLoss, _index_loader, _make_private
+
+MODES = ("plain", "ghost", "ghost-opacus-embedding", "hooks", "functorch", "ew")
+
+
+def _norm_sampler(use_opacus: bool) -> None:
+    sampler = compute_embedding_norm_sample if use_opacus else dp_norms.embedding_norm_sample
+    GradSampleModuleFastGradientClipping.NORM_SAMPLERS[nn.Embedding] = sampler
+
+
+def measure(mode: str, model: nn.Module, scene, negatives, batches: list[np.ndarray],
+            seconds: float) -> dict:
+    work = copy.deepcopy(model)
+    work.train()
+    optimizer = torch.optim.SGD(work.parameters(), lr=0.1)
+    criterion: nn.Module = ExampleLoss()
+    module: nn.Module = work
+    if mode != "plain":
+        _norm_sampler(use_opacus=mode == "ghost-opacus-embedding")
+        grad_mode = "ghost" if mode.startswith("ghost") else mode
+        loader = _index_loader(scene.n_train, len(batches[0]), 0)
+        module, optimizer, criterion, _ = _make_private(
+            work, optimizer, loader, DPSettings(1.0, 1.0, grad_mode), seed=0)
+    prepared = [train_batch(scene, negatives, b) for b in batches]
+
+    def step(inputs, labels):
+        optimizer.zero_grad(set_to_none=True)
+        criterion(module(*inputs), labels).backward()
+        optimizer.step()
+
+    step(*prepared[0])  # warm-up
+    done, examples, start = 0, 0, time.perf_counter()
+    while time.perf_counter() - start < seconds or done < 3:
+        inputs, labels = prepared[done % len(prepared)]
+        step(inputs, labels)
+        done += 1
+        examples += len(labels)
+    elapsed = time.perf_counter() - start
+    _norm_sampler(use_opacus=False)
+    return {"mode": mode, "steps": done, "seconds": elapsed,
+            "examples_per_s": examples / elapsed, "ms_per_step": 1000 * elapsed / done}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--scene", default="Germany")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    data, model_config = DataConfig(), ModelConfig()
+    scene = build_scene(load_raw_dataset(data), args.scene, data, model_config)
+    negatives = train_negatives(scene, data.train_negatives, 0, 1)
+    rng = np.random.default_rng(0)
+    batches = [rng.choice(scene.n_train, args.batch, replace=False) for _ in range(8)]
+    model = SceneModel(model_config, scene.n_items)
+    rows = []
+    for mode in MODES:
+        try:
+            rows.append(measure(mode, model, scene, negatives, batches, args.seconds))
+        except Exception as error:  # a mode Opacus cannot apply to this model
+            rows.append({"mode": mode, "error": f"{type(error).__name__}: {error}"[:160]})
+    plain = rows[0]["examples_per_s"]
+    table = Table(title=f"DP-SGD step cost, scene model, batch {args.batch}, "
+                        f"{torch.get_num_threads()} threads")
+    for column in ("mode", "examples/s", "ms/step", "slowdown vs plain"):
+        table.add_column(column, justify="left" if column == "mode" else "right")
+    for row in rows:
+        if "error" in row:
+            table.add_row(row["mode"], "-", "-", row["error"][:60])
+            continue
+        row["slowdown"] = plain / row["examples_per_s"]
+        table.add_row(row["mode"], f"{row['examples_per_s']:.0f}", f"{row['ms_per_step']:.1f}",
+                      f"{row['slowdown']:.2f}x")
+    Console(width=120).print(table)
+    path = write_json("dp_step.json", {"batch": args.batch, "scene": args.scene,
+                                       "target_slowdown": 2.0, "rows": rows,
+                                       "model": model_config.model_dump(),
+                                       TrainingConfig.__name__: TrainingConfig().model_dump()})
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

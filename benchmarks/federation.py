@@ -1,0 +1,98 @@
+"""Wall time of an N-scene, R-round Flower simulation against the same work in a plain loop.
+
+    python benchmarks/federation.py [--scenes 4 8 16] [--rounds 3]
+
+Both sides run the same client code (`client.task.train_round` and `evaluate_round`, DP on,
+fedper) on the same synthetic scenes; the loop does it sequentially in one process and
+averages the encoders with numpy, the simulation goes through Flower's Ray engine with one
+CPU per client. The ratio is simulation / loop (target at N=8: at most 1.3x). Writes
+benchmarks/results/federation.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from benchmarks._common import write_json
+from fedscene.client.state import SceneState
+from fedscene.client.task import RoundRequest, evaluate_round, load_scene_dataset, train_round
+from fedscene.common.config import ExperimentConfig
+from fedscene.server.federation import initial_shared
+from fedscene.simulations.engine import run_arm
+
+
+def config_for(scenes: int, rounds: int) -> ExperimentConfig:
+    names = [f"scene{i}" for i in range(scenes)]
+    return ExperimentConfig.model_validate({
+        "data": {"source": "synthetic", "scenes": names,
+                 "synthetic": {"num_scenes": scenes, "users_per_scene": 120}},
+        "federation": {"rounds": rounds},
+        "simulation": {"bootstrap_samples": 200}})
+
+
+def plain_loop(config: ExperimentConfig, root: Path) -> float:
+    torch.set_num_threads(1)
+    datasets = {s: load_scene_dataset(config, s) for s in config.data.scenes}  # as cached
+    start = time.perf_counter()
+    shared = initial_shared(config, "fedper", 0)
+    for round_ in range(1, config.federation.rounds + 1):
+        updates, weights = [], []
+        for scene, dataset in datasets.items():
+            state = SceneState(root / scene, scene)
+            outcome = train_round(state, dataset, RoundRequest(config, "fedper", round_, "b",
+                                                               0, shared))
+            updates.append(outcome.shared)
+            weights.append(outcome.metrics["num-examples"])
+        total = sum(weights)
+        shared = {k: sum(w / total * u[k] for w, u in zip(weights, updates, strict=True))
+                  for k in shared}
+        for scene, dataset in datasets.items():
+            evaluate_round(SceneState(root / scene, scene), dataset,
+                           RoundRequest(config, "fedper", round_, "b", 0, shared))
+    return time.perf_counter() - start
+
+
+def simulation(config: ExperimentConfig, root: Path) -> float:
+    start = time.perf_counter()
+    run_arm(config, algorithm="fedper", out_dir=root, seed=0, run_id="bench")
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scenes", type=int, nargs="+", default=[4, 8, 16])
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    rows = []
+    for n in args.scenes:
+        config = config_for(n, args.rounds)
+        work = Path(tempfile.mkdtemp(prefix="fedscene-bench-"))
+        try:
+            loop_s = plain_loop(config, work / "loop")
+            sim_s = simulation(config, work / "sim")
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        rows.append({"scenes": n, "rounds": args.rounds, "plain_loop_s": loop_s,
+                     "simulation_s": sim_s, "ratio": sim_s / loop_s})
+        print(json.dumps(rows[-1]))
+    table = Table(title=f"Flower simulation vs plain loop, fedper with DP, {args.rounds} rounds")
+    for column in ("scenes", "plain loop s", "simulation s", "ratio"):
+        table.add_column(column, justify="right")
+    for row in rows:
+        table.add_row(str(row["scenes"]), f"{row['plain_loop_s']:.1f}",
+                      f"{row['simulation_s']:.1f}", f"{row['ratio']:.2f}x")
+    Console(width=120).print(table)
+    print(f"wrote {write_json('federation.json', {'target_ratio_at_8': 1.3, 'rows': rows})}")
+
+
+if __name__ == "__main__":
+    main()
