@@ -141,6 +141,10 @@ class SimulationConfig(_Strict):
         default_factory=lambda: ["local", "fedavg", "fedper", "fedrep", "centralized"]
     )
     seeds: list[int] = Field(default_factory=lambda: [0])
+    privacy_sweep: list[float | Literal["none"]] = Field(
+        default_factory=list,
+        description="epsilons to run every federated arm at ('none': without DP); empty: "
+                    "the privacy section as it is")
     bootstrap_samples: int = Field(1000, ge=50)
     client_num_cpus: float = Field(1.0, gt=0.0)
     object_store_mb: int = Field(256, ge=80)
@@ -152,6 +156,8 @@ class SimulationConfig(_Strict):
                              "local, fedavg, fedper, fedrep, centralized")
         if not self.seeds:
             raise ValueError("simulation.seeds is empty: list at least one seed")
+        if any(value != "none" and value <= 0 for value in self.privacy_sweep):
+            raise ValueError("simulation.privacy_sweep: epsilons must be > 0 (or 'none')")
         return self
 
 

@@ -49,15 +49,13 @@ def run_arm(config: ExperimentConfig, *, algorithm: str, out_dir: Path, seed: in
     level = flwr_logger.level
     notice = _HideRunSimulationNotice()
     flwr_logger.setLevel(logging.INFO if verbose else logging.WARNING)
-    for handler in flwr_logger.handlers:
-        handler.addFilter(notice)
+    flwr_logger.addFilter(notice)
     try:
         run_simulation(server_app=server, client_app=client_app, num_supernodes=len(scenes),
                        backend_config=backend)
     finally:
         flwr_logger.setLevel(level)
-        for handler in flwr_logger.handlers:
-            handler.removeFilter(notice)
+        flwr_logger.removeFilter(notice)
     if not outcomes:
         raise RuntimeError(f"the {algorithm} simulation ended without a result; rerun with "
                            f"--verbose to see Flower's log")

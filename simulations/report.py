@@ -38,6 +38,8 @@ def write_outputs(out_dir: Path, results: dict[str, Any], round_rows: list[dict[
         plots.append(_plot_rounds(out_dir, rounds, "hr@10"))
         plots.append(_plot_rounds(out_dir, rounds, "auc"))
     plots.append(_plot_scenes(out_dir, results, "hr@10"))
+    if results["config"]["simulation"]["privacy_sweep"]:
+        plots.append(_plot_privacy_utility(out_dir, results, "hr@10"))
     (out_dir / "report.md").write_text(render_report(results, plots))
 
 
@@ -79,6 +81,43 @@ def _plot_scenes(out_dir: Path, results: dict[str, Any], metric: str) -> str:
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     name = f"scenes_{metric.replace('@', '')}.png"
+    fig.savefig(out_dir / name, dpi=110)
+    plt.close(fig)
+    return name
+
+
+def privacy_utility(results: dict[str, Any], metric: str) -> dict[str, dict[str, float]]:
+    """algorithm -> privacy setting -> metric mean over scenes."""
+    out: dict[str, dict[str, float]] = {}
+    for arm in results["arms"].values():
+        out.setdefault(arm["algorithm"], {})[arm["privacy_setting"]] = (
+            arm["summary"][metric]["mean_over_scenes"])
+    return out
+
+
+def _setting_order(setting: str) -> float:
+    return math.inf if setting == "no DP" else float(setting.split()[-1])
+
+
+def _plot_privacy_utility(out_dir: Path, results: dict[str, Any], metric: str) -> str:
+    table = privacy_utility(results, metric)
+    settings = sorted({s for row in table.values() for s in row}, key=_setting_order)
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for algorithm, row in table.items():
+        if algorithm == "centralized":
+            ax.axhline(row["no DP"], color="grey", ls="--", label="centralized (no DP)")
+            continue
+        xs = [i for i, s in enumerate(settings) if s in row]
+        ax.plot(xs, [row[settings[i]] for i in xs], marker="o", label=algorithm)
+    ax.set_xticks(range(len(settings)))
+    ax.set_xticklabels(settings)
+    ax.set_xlabel("privacy budget per scene")
+    ax.set_ylabel(f"{metric.upper()} (mean over scenes)")
+    ax.set_title("privacy-utility trade-off")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    name = f"privacy_utility_{metric.replace('@', '')}.png"
     fig.savefig(out_dir / name, dpi=110)
     plt.close(fig)
     return name
@@ -141,10 +180,20 @@ def render_report(results: dict[str, Any], plots: list[str]) -> str:
         lines.append("| **spread (best - worst)** | " + " | ".join(
             f"{v['summary'][metric]['spread']:.3f}" if metric in v["summary"] else "-"
             for v in columns.values()) + " |")
+    if results["config"]["simulation"]["privacy_sweep"]:
+        table = privacy_utility(results, "hr@10")
+        settings = sorted({s for row in table.values() for s in row}, key=_setting_order)
+        lines += ["", "## Privacy-utility (HR@10, mean over scenes)", "",
+                  "| algorithm | " + " | ".join(settings) + " |",
+                  "|---|" + "---|" * len(settings)]
+        lines += [f"| {algorithm} | " + " | ".join(
+            f"{row[s]:.3f}" if s in row else "-" for s in settings) + " |"
+                  for algorithm, row in table.items()]
     gains = {arm: v["gain_over_local"] for arm, v in results["arms"].items()
              if "gain_over_local" in v}
     if gains:
-        lines += ["", "## Gain over `local` (HR@10, paired over users)", "",
+        lines += ["", "## Gain over `local` under the same privacy setting "
+                      "(HR@10, paired over users)", "",
                   "| scene | " + " | ".join(gains) + " |", "|---|" + "---|" * len(gains)]
         for scene in scenes:
             cells = []

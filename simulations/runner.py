@@ -16,6 +16,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +98,93 @@ def build_datasets(config: ExperimentConfig) -> tuple[ExperimentConfig, list[Sce
     return config, [build_scene(raw, s, config.data, config.model) for s in scenes]
 
 
+@dataclass(frozen=True)
+class ArmPlan:
+    """One arm of the run: an algorithm under one privacy setting."""
+
+    label: str
+    algorithm: str
+    privacy: str  # "epsilon 8", "no DP"
+    config: ExperimentConfig
+
+
+def plan_arms(config: ExperimentConfig) -> list[ArmPlan]:
+    """Arms x privacy settings; `centralized` (never private) runs once."""
+    sweep = config.simulation.privacy_sweep
+    settings: list[tuple[str, str, ExperimentConfig]] = []
+    if not sweep:
+        label = f"epsilon {config.privacy.epsilon:g}" if config.privacy.enabled else "no DP"
+        settings.append(("", label, config))
+    for value in sweep:
+        privacy = (config.privacy.model_copy(update={"enabled": False}) if value == "none"
+                   else config.privacy.model_copy(update={"enabled": True, "epsilon": value}))
+        suffix = "@noDP" if value == "none" else f"@eps{value:g}"
+        label = "no DP" if value == "none" else f"epsilon {value:g}"
+        settings.append((suffix, label, config.model_copy(update={"privacy": privacy})))
+    plans = []
+    for algorithm in config.simulation.arms:
+        if algorithm == "centralized":
+            plans.append(ArmPlan("centralized", "centralized", "no DP", config))
+            continue
+        plans += [ArmPlan(algorithm + suffix, algorithm, label, variant)
+                  for suffix, label, variant in settings]
+    return plans
+
+
+def _run_plan(plan: ArmPlan, datasets: list[SceneDataset], out_dir: Path, run_id: str,
+              progress: Progress, observer: ReplyObserver | None, verbose: bool
+              ) -> tuple[dict[str, Any], dict[str, PerUser], list[dict[str, Any]]]:
+    """Every seed of one arm; returns its results, per-user metrics and round rows."""
+    config = plan.config
+    rounds = config.federation.rounds
+    runs: dict[str, list[PerUser]] = {d.scene: [] for d in datasets}
+    privacy: dict[str, list[dict[str, Any]]] = {}
+    failures: list[dict[str, Any]] = []
+    exhausted: set[str] = set()
+    missing: set[str] = set()  # scenes with no evaluation at all (failed throughout)
+    stale: dict[str, int] = {}  # scenes whose last evaluation is before the final round
+    round_rows: list[dict[str, Any]] = []
+    t0 = time.time()
+    for seed in config.simulation.seeds:
+        arm_dir = out_dir / "arms" / f"{plan.label}-seed{seed}"
+        progress(f"{plan.label} (seed {seed}): {rounds} rounds ...")
+        if plan.algorithm == "centralized":
+            final, rows = run_centralized(config, datasets, seed)
+            for scene, values in final.items():
+                runs[scene].append(values)
+        else:
+            outcome = run_arm(config, algorithm=plan.algorithm, out_dir=arm_dir, seed=seed,
+                              run_id=f"{run_id}-{plan.label}-{seed}", observer=observer,
+                              verbose=verbose)
+            rows = outcome.evaluations
+            failures += [f | {"seed": seed} for f in outcome.failures]
+            exhausted |= set(outcome.exhausted)
+            for d in datasets:
+                latest = _latest_per_user(arm_dir, d.scene)
+                if latest is None:
+                    missing.add(d.scene)
+                    continue
+                if latest[0] != rounds:
+                    stale[d.scene] = latest[0]
+                runs[d.scene].append(latest[1])
+                privacy.setdefault(d.scene, []).append(
+                    privacy_spent(arm_dir / "scenes" / scene_dirname(d.scene)))
+        round_rows += [{"arm": plan.label, "seed": seed} | r for r in rows]
+    per_user = {scene: average_seeds(values) for scene, values in runs.items()
+                if values and scene not in missing}
+    table = scene_table(per_user, config.simulation.bootstrap_samples, 0)
+    result = {"algorithm": plan.algorithm, "privacy_setting": plan.privacy,
+              "per_scene": table,
+              "summary": {m: worst_and_spread(table, m) for m in ("hr@10", "ndcg@10", "auc")},
+              "privacy": privacy, "failures": failures, "budget_exhausted": sorted(exhausted),
+              "not_evaluated": sorted(missing), "evaluated_before_final_round": stale,
+              "wall_s": time.time() - t0}
+    hr = result["summary"]["hr@10"]
+    progress(f"{plan.label}: HR@10 mean over scenes {hr['mean_over_scenes']:.3f}, worst "
+             f"{hr['worst_scene']} {hr['worst']:.3f} ({result['wall_s']:.0f}s)")
+    return result, per_user, round_rows
+
+
 def run_experiment(config: ExperimentConfig, out_dir: Path, *, overwrite: bool = False,
                    progress: Progress = print, observer: ReplyObserver | None = None,
                    verbose: bool = False) -> dict[str, Any]:
@@ -107,68 +195,29 @@ def run_experiment(config: ExperimentConfig, out_dir: Path, *, overwrite: bool =
     started = time.time()
     config, datasets = build_datasets(config)
     _write_run(out_dir, run_id, "running", config)
+    plans = plan_arms(config)
     progress(f"run {run_id}: {len(datasets)} scenes ({', '.join(config.data.scenes)}), "
-             f"arms {', '.join(config.simulation.arms)}, seeds {config.simulation.seeds}")
-    samples, rounds = config.simulation.bootstrap_samples, config.federation.rounds
+             f"arms {', '.join(p.label for p in plans)}, seeds {config.simulation.seeds}")
+    samples = config.simulation.bootstrap_samples
     per_user: dict[str, dict[str, PerUser]] = {}
     round_rows: list[dict[str, Any]] = []
     arms: dict[str, dict[str, Any]] = {}
-    for arm in config.simulation.arms:
-        runs: dict[str, list[PerUser]] = {d.scene: [] for d in datasets}
-        privacy: dict[str, Any] = {}
-        failures: list[dict[str, Any]] = []
-        exhausted: set[str] = set()
-        missing: set[str] = set()  # scenes with no evaluation at all (failed throughout)
-        stale: dict[str, int] = {}  # scenes whose last evaluation is before the final round
-        t0 = time.time()
-        for seed in config.simulation.seeds:
-            arm_dir = out_dir / "arms" / f"{arm}-seed{seed}"
-            progress(f"{arm} (seed {seed}): {rounds} rounds ...")
-            if arm == "centralized":
-                final, rows = run_centralized(config, datasets, seed)
-                for scene, values in final.items():
-                    runs[scene].append(values)
-            else:
-                outcome = run_arm(config, algorithm=arm, out_dir=arm_dir, seed=seed,
-                                  run_id=f"{run_id}-{arm}-{seed}", observer=observer,
-                                  verbose=verbose)
-                rows = outcome.evaluations
-                failures += [f | {"seed": seed} for f in outcome.failures]
-                exhausted |= set(outcome.exhausted)
-                for d in datasets:
-                    latest = _latest_per_user(arm_dir, d.scene)
-                    if latest is None:
-                        missing.add(d.scene)
-                        continue
-                    if latest[0] != rounds:
-                        stale[d.scene] = latest[0]
-                    runs[d.scene].append(latest[1])
-                    privacy.setdefault(d.scene, []).append(
-                        privacy_spent(arm_dir / "scenes" / scene_dirname(d.scene)))
-            round_rows += [{"arm": arm, "seed": seed} | r for r in rows]
-        per_user[arm] = {scene: average_seeds(values) for scene, values in runs.items()
-                         if values and scene not in missing}
-        table = scene_table(per_user[arm], samples, 0)
-        arms[arm] = {"per_scene": table, "summary": {m: worst_and_spread(table, m)
-                                                     for m in ("hr@10", "ndcg@10", "auc")},
-                     "privacy": privacy, "failures": failures,
-                     "budget_exhausted": sorted(exhausted), "not_evaluated": sorted(missing),
-                     "evaluated_before_final_round": stale, "wall_s": time.time() - t0}
-        hr = arms[arm]["summary"]["hr@10"]
-        progress(f"{arm}: HR@10 mean over scenes {hr['mean_over_scenes']:.3f}, worst "
-                 f"{hr['worst_scene']} {hr['worst']:.3f} ({arms[arm]['wall_s']:.0f}s)")
-    if "local" in per_user:
-        for arm in arms:
-            if arm != "local":
-                arms[arm]["gain_over_local"] = {
-                    d.scene: gain(per_user[arm][d.scene], per_user["local"][d.scene],
-                                  samples, 0) for d in datasets
-                    if d.scene in per_user[arm] and d.scene in per_user["local"]}
-    baselines = _baselines(datasets, samples)
+    for plan in plans:
+        arms[plan.label], per_user[plan.label], rows = _run_plan(
+            plan, datasets, out_dir, run_id, progress, observer, verbose)
+        round_rows += rows
+    for plan in plans:
+        base = "local" + plan.label[len(plan.algorithm):]  # local under the same privacy
+        if plan.algorithm == "local" or base not in per_user:
+            continue
+        arms[plan.label]["gain_over_local"] = {
+            d.scene: gain(per_user[plan.label][d.scene], per_user[base][d.scene], samples, 0)
+            for d in datasets if d.scene in per_user[plan.label] and d.scene in per_user[base]}
+        arms[plan.label]["gain_baseline"] = base
     results = {
         "run_id": run_id, "config": json.loads(config.to_json()),
         "scenes": [_scene_summary(d) for d in datasets],
-        "arms": arms, "baselines": baselines,
+        "arms": arms, "baselines": _baselines(datasets, samples),
         "timings": {"total_s": time.time() - started,
                     "per_arm_s": {a: v["wall_s"] for a, v in arms.items()}},
     }

@@ -16,6 +16,7 @@ from fedscene.common.config import ExperimentConfig
 from fedscene.common.errors import FedsceneError
 from fedscene.common.ledger import read_ledger
 from fedscene.server.federation import initial_shared
+from fedscene.simulations.cli import main
 from fedscene.simulations.engine import run_arm
 from fedscene.simulations.runner import run_experiment
 from tests.conftest import synthetic_data
@@ -103,20 +104,41 @@ def test_a_failing_client_is_named_and_the_run_finishes(tmp_path):
     assert final == {"scene0", "scene2"}
 
 
-def test_harness_writes_the_run_directory_and_refuses_to_mix_runs(tmp_path):
+def test_harness_sweep_report_and_audit(tmp_path, capsys):
     config = _config(rounds=2, arms=("local", "fedper", "centralized"))
+    config = config.model_copy(update={"simulation": config.simulation.model_copy(
+        update={"privacy_sweep": [4.0, "none"]})})
     out = tmp_path / "run"
     results = run_experiment(config, out, progress=lambda _: None)
     for name in ("results.json", "rounds.csv", "report.md", "rounds_hr10.png",
-                 "scenes_hr10.png", "run.json"):
+                 "scenes_hr10.png", "privacy_utility_hr10.png", "run.json"):
         assert (out / name).exists(), name
     saved = json.loads((out / "results.json").read_text())
-    assert set(saved["arms"]) == {"local", "fedper", "centralized"}
-    assert set(saved["arms"]["fedper"]["gain_over_local"]) == set(SCENES)
-    assert saved["arms"]["fedper"]["privacy"]["scene0"][0]["epsilon"] <= 4.0
+    assert set(saved["arms"]) == {"local@eps4", "local@noDP", "fedper@eps4", "fedper@noDP",
+                                  "centralized"}
+    assert saved["arms"]["fedper@eps4"]["gain_baseline"] == "local@eps4"
+    assert set(saved["arms"]["fedper@eps4"]["gain_over_local"]) == set(SCENES)
+    assert saved["arms"]["fedper@eps4"]["privacy"]["scene0"][0]["epsilon"] <= 4.0
+    assert saved["arms"]["fedper@noDP"]["privacy"]["scene0"][0]["epsilon"] == "inf"
     assert set(saved["baselines"]) == {"popularity-scene", "popularity-all"}
     assert json.loads((out / "run.json").read_text())["status"] == "complete"
-    assert "Gain over `local`" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert "Privacy-utility" in report and "Gain over `local`" in report
     assert results["run_id"] == saved["run_id"]
     with pytest.raises(FedsceneError, match=rf"already holds run {results['run_id']}"):
         run_experiment(config, out, progress=lambda _: None)
+
+    # The DP arms' ledgers audit clean; the no-DP ones are reported as such (exit 1).
+    dp_arms = [str(out / "arms" / f"{arm}@eps4-seed0") for arm in ("local", "fedper")]
+    assert main(["audit", *dp_arms, "--jobs", "1"]) == 0
+    assert main(["audit", str(out), "--jobs", "1"]) == 1
+    assert "no DP" in capsys.readouterr().out
+    # A tampered copy fails and names the scene and the entry.
+    ledger = out / "arms" / "fedper@eps4-seed0" / "scenes" / "scene2" / "ledger.jsonl"
+    lines = ledger.read_text().splitlines()
+    entry = json.loads(lines[0])
+    entry["steps"] -= 1
+    ledger.write_text("\n".join([json.dumps(entry), *lines[1:]]) + "\n")
+    assert main(["audit", *dp_arms, "--jobs", "1"]) == 1
+    out_text = capsys.readouterr().out
+    assert "altered scene2" in out_text and "line 1 (round 1)" in out_text
