@@ -29,6 +29,7 @@ from fedscene.common.errors import FedsceneError
 from fedscene.common.evaluation import evaluate_users, model_scorer
 from fedscene.common.metrics import METRICS, summarize
 from fedscene.common.model import SceneModel, shared_prefixes, split_state
+from fedscene.common.protocol import BUDGET_EXHAUSTED, NUM_EXAMPLES, TRAINED
 from fedscene.common.training import DPSettings, Proximal, sample_rate_and_steps, train_local
 
 
@@ -63,7 +64,7 @@ class RoundRequest:
 
 @dataclass
 class TrainOutcome:
-    status: str  # "trained" or "budget-exhausted"
+    status: str  # TRAINED or BUDGET_EXHAUSTED
     shared: dict[str, torch.Tensor]
     metrics: dict[str, float]
 
@@ -115,8 +116,8 @@ def train_round(state: SceneState, dataset: SceneDataset, request: RoundRequest
                                 f"and the data fixed under one budget")
         exceeded, epsilon_after = would_exceed(plan, history, total)
         if exceeded:
-            return TrainOutcome("budget-exhausted", {}, {
-                "budget-exhausted": 1.0, "epsilon": _spent(plan, history),
+            return TrainOutcome(BUDGET_EXHAUSTED, {}, {
+                BUDGET_EXHAUSTED: 1.0, "epsilon": _spent(plan, history),
                 "budget-epsilon": plan.epsilon})
     model = restore_model(state, dataset, request)
     # Digest now: state_dict() tensors alias the parameters training will change.
@@ -149,8 +150,8 @@ def train_round(state: SceneState, dataset: SceneDataset, request: RoundRequest
     metrics = {"train-loss": float(np.mean(losses)), "steps": float(total),
                "epsilon": float(entry["epsilon"])}
     if config.federation.send_num_examples:
-        metrics["num-examples"] = float(dataset.n_train)
-    return TrainOutcome("trained", shared, metrics)
+        metrics[NUM_EXAMPLES] = float(dataset.n_train)
+    return TrainOutcome(TRAINED, shared, metrics)
 
 
 def _spent(plan: PrivacyPlan, history: list[tuple[float, float, int]]) -> float:

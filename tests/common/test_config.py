@@ -43,3 +43,22 @@ def test_missing_file_and_bad_toml(tmp_path):
     bad.write_text("[data\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(bad)
+
+
+def test_per_scene_budget_overrides_the_default():
+    config = parse_config({"privacy": {"epsilon": 8.0,
+                                       "scenes": {"France": {"epsilon": 1.5, "delta": 1e-6}}}})
+    assert config.privacy.budget_for("France").epsilon == 1.5
+    assert config.privacy.budget_for("France").delta == 1e-6
+    assert config.privacy.budget_for("Spain").epsilon == 8.0
+    with pytest.raises(ConfigError, match="privacy.scenes.France.epsilon"):
+        parse_config({"privacy": {"scenes": {"France": {"epsilon": -1}}}})
+
+
+def test_privacy_sweep_values_are_checked():
+    config = parse_config({"simulation": {"privacy_sweep": [1, 3.0, "none"]}})
+    assert config.simulation.privacy_sweep == [1.0, 3.0, "none"]
+    with pytest.raises(ConfigError, match="privacy_sweep"):
+        parse_config({"simulation": {"privacy_sweep": [0.0]}})
+    with pytest.raises(ConfigError, match="privacy_sweep"):
+        parse_config({"simulation": {"privacy_sweep": ["off"]}})
