@@ -1,0 +1,149 @@
+"""`fedscene deploy`: certificates, partner keys, and the commands each side runs.
+
+The coordinator runs a SuperLink with TLS (a CA it creates), SuperNode authentication and a
+persistent database, registers each partner's public key, and starts runs with `flwr run`.
+A partner runs one SuperNode with the CA certificate, its private key and node config
+naming its scene, data and state directory, so data and state stay on its disk.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from fedscene.common.errors import FedsceneError
+
+FLEET_PORT, CONTROL_PORT = 9092, 9093
+
+
+@dataclass(frozen=True)
+class Certificates:
+    ca_cert: Path
+    ca_key: Path
+    server_cert: Path
+    server_key: Path
+
+
+def _write_key(path: Path, key: ec.EllipticCurvePrivateKey,
+               fmt: serialization.PrivateFormat) -> None:
+    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, fmt,
+                                       serialization.NoEncryption()))
+    path.chmod(0o600)
+
+
+def _subject_alt_names(hosts: list[str]) -> x509.SubjectAlternativeName:
+    names: list[x509.GeneralName] = []
+    for host in hosts:
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            names.append(x509.DNSName(host))
+    return x509.SubjectAlternativeName(names)
+
+
+def make_certificates(out_dir: Path, hosts: list[str], days: int = 365) -> Certificates:
+    """A CA and a SuperLink certificate valid for `hosts` (names and IP addresses)."""
+    if not hosts:
+        raise FedsceneError("deploy certs: give at least one --host (the SuperLink's DNS name "
+                            "or IP address as partners will dial it)")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP384R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fedscene coordinator CA")])
+    ca_cert = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+               .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+               .not_valid_before(now - datetime.timedelta(minutes=5))
+               .not_valid_after(now + datetime.timedelta(days=days))
+               .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+               .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True,
+                                            crl_sign=True, content_commitment=False,
+                                            key_encipherment=False, data_encipherment=False,
+                                            key_agreement=False, encipher_only=False,
+                                            decipher_only=False), critical=True)
+               .sign(ca_key, hashes.SHA384()))
+    server_key = ec.generate_private_key(ec.SECP384R1())
+    server_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])])
+    server_cert = (x509.CertificateBuilder().subject_name(server_name)
+                   .issuer_name(ca_cert.subject).public_key(server_key.public_key())
+                   .serial_number(x509.random_serial_number())
+                   .not_valid_before(now - datetime.timedelta(minutes=5))
+                   .not_valid_after(now + datetime.timedelta(days=days))
+                   .add_extension(_subject_alt_names(hosts), critical=False)
+                   .add_extension(x509.BasicConstraints(ca=False, path_length=None),
+                                  critical=True)
+                   .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]),
+                                  critical=False)
+                   .sign(ca_key, hashes.SHA384()))
+    paths = Certificates(out_dir / "ca.crt", out_dir / "ca.key", out_dir / "server.pem",
+                         out_dir / "server.key")
+    paths.ca_cert.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    _write_key(paths.ca_key, ca_key, serialization.PrivateFormat.TraditionalOpenSSL)
+    paths.server_cert.write_bytes(server_cert.public_bytes(serialization.Encoding.PEM))
+    _write_key(paths.server_key, server_key, serialization.PrivateFormat.PKCS8)
+    return paths
+
+
+def make_partner_key(out_dir: Path, name: str) -> tuple[Path, Path]:
+    """An EC key pair in OpenSSH format (what `flower-supernode` and `flwr supernode
+    register` read): the private key stays with the partner, the .pub goes to the
+    coordinator."""
+    if not name or "/" in name:
+        raise FedsceneError(f"deploy partner-key: {name!r} is not a usable key name")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    key = ec.generate_private_key(ec.SECP384R1())
+    private, public = out_dir / name, out_dir / f"{name}.pub"
+    _write_key(private, key, serialization.PrivateFormat.OpenSSH)
+    public.write_bytes(key.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                                     serialization.PublicFormat.OpenSSH)
+                       + f" {name}\n".encode())
+    return private, public
+
+
+def _command(*parts: str) -> str:
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def coordinator_commands(certs: Path, database: Path, public_keys: list[Path],
+                         listen: str = "0.0.0.0", connection: str = "fedscene",
+                         config_path: str = "", algorithm: str = "fedper",
+                         out_dir: str = "fedscene-run", num_nodes: int = 0) -> list[str]:
+    """Start the SuperLink, register partners, start a run."""
+    superlink = _command(
+        "flower-superlink", "--ssl-ca-certfile", str(certs / "ca.crt"),
+        "--ssl-certfile", str(certs / "server.pem"), "--ssl-keyfile", str(certs / "server.key"),
+        "--enable-supernode-auth", "--database", str(database),
+        "--fleet-api-address", f"{listen}:{FLEET_PORT}",
+        "--control-api-address", f"{listen}:{CONTROL_PORT}",
+        "--disable-runtime-dependency-installation")
+    lines = ["export FLWR_DISABLE_UPDATE_CHECK=1", superlink + " &"]
+    lines += [_command("flwr", "supernode", "register", str(key), connection)
+              for key in public_keys]
+    run_config = (f'config-path="{config_path}" algorithm="{algorithm}" out-dir="{out_dir}"'
+                  + (f" num-nodes={num_nodes}" if num_nodes else ""))
+    lines.append(_command("flwr", "run", ".", connection, "--run-config", run_config,
+                          "--stream"))
+    return lines
+
+
+def connection_toml(name: str, control_address: str, ca_cert: Path) -> str:
+    """The block to add to $FLWR_HOME/config.toml (default ~/.flwr) for `flwr` commands."""
+    return (f'[superlink.{name}]\naddress = "{control_address}"\n'
+            f'root-certificates = "{ca_cert}"\n')
+
+
+def partner_command(superlink: str, ca_cert: Path, private_key: Path, scene: str,
+                    data_path: Path, state_dir: Path, runtime_port: int = 9094) -> str:
+    """The one command a partner runs next to its data."""
+    node_config = (f'scene="{scene}" data-path="{data_path}" state-dir="{state_dir}"')
+    return _command("flower-supernode", "--superlink", superlink,
+                    "--root-certificates", str(ca_cert),
+                    "--auth-supernode-private-key", str(private_key),
+                    "--node-config", node_config, "--port", str(runtime_port))
