@@ -21,7 +21,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from fedscene.common.errors import FedsceneError
 
-FLEET_PORT, CONTROL_PORT = 9092, 9093
+# Flower 1.41 serves the Fleet, Control and Runtime APIs from one HTTPS server.
+DEFAULT_PORT = 9092
 
 
 @dataclass(frozen=True)
@@ -51,9 +52,9 @@ def _subject_alt_names(hosts: list[str]) -> x509.SubjectAlternativeName:
 
 def make_certificates(out_dir: Path, hosts: list[str], days: int = 365) -> Certificates:
     """A CA and a SuperLink certificate valid for `hosts` (names and IP addresses)."""
-    if not hosts:
-        raise FedsceneError("deploy certs: give at least one --host (the SuperLink's DNS name "
-                            "or IP address as partners will dial it)")
+    if not hosts or any(not h.strip() or len(h) > 64 for h in hosts):
+        raise FedsceneError(f"deploy certs: --host {hosts!r}: give one or more non-empty DNS names "
+                            f"or IP addresses (at most 64 characters) that partners dial")
     out_dir.mkdir(parents=True, exist_ok=True)
     now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP384R1())
@@ -112,17 +113,16 @@ def _command(*parts: str) -> str:
 
 
 def coordinator_commands(certs: Path, database: Path, public_keys: list[Path],
-                         listen: str = "0.0.0.0", connection: str = "fedscene",
-                         config_path: str = "", algorithm: str = "fedper",
-                         out_dir: str = "fedscene-run", num_nodes: int = 0) -> list[str]:
+                         listen: str = "0.0.0.0", port: int = DEFAULT_PORT,
+                         connection: str = "fedscene", config_path: str = "",
+                         algorithm: str = "fedper", out_dir: str = "fedscene-run",
+                         num_nodes: int = 0) -> list[str]:
     """Start the SuperLink, register partners, start a run."""
     superlink = _command(
         "flower-superlink", "--ssl-ca-certfile", str(certs / "ca.crt"),
         "--ssl-certfile", str(certs / "server.pem"), "--ssl-keyfile", str(certs / "server.key"),
         "--enable-supernode-auth", "--database", str(database),
-        "--fleet-api-address", f"{listen}:{FLEET_PORT}",
-        "--control-api-address", f"{listen}:{CONTROL_PORT}",
-        "--disable-runtime-dependency-installation")
+        "--host", listen, "--port", str(port), "--disable-runtime-dependency-installation")
     lines = ["export FLWR_DISABLE_UPDATE_CHECK=1", superlink + " &"]
     lines += [_command("flwr", "supernode", "register", str(key), connection)
               for key in public_keys]

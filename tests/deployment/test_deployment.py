@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -23,7 +24,13 @@ import pytest
 from fedscene.common.data.sources import embedded_path
 from fedscene.common.ledger import read_ledger
 from fedscene.simulations.cli import main
-from fedscene.simulations.deploy import connection_toml, make_certificates, make_partner_key
+from fedscene.simulations.deploy import (
+    connection_toml,
+    coordinator_commands,
+    make_certificates,
+    make_partner_key,
+    partner_command,
+)
 
 pytestmark = pytest.mark.deployment
 REPO = Path(__file__).resolve().parents[2]
@@ -85,11 +92,11 @@ def federation(tmp_path):
     env = os.environ | {"FLWR_HOME": str(home), "FLWR_DISABLE_UPDATE_CHECK": "1"}
     processes = Processes(tmp_path, env)
     try:
-        processes.start("superlink", "flower-superlink", "--ssl-ca-certfile", str(certs.ca_cert),
-                        "--ssl-certfile", str(certs.server_cert), "--ssl-keyfile",
-                        str(certs.server_key), "--enable-supernode-auth", "--database",
-                        str(tmp_path / "superlink.db"), "--host", "127.0.0.1", "--port",
-                        str(port), "--disable-runtime-dependency-installation")
+        # Exactly the command `fedscene deploy coordinator` prints, on a loopback port.
+        printed = coordinator_commands(certs.ca_cert.parent, tmp_path / "superlink.db", [],
+                                       listen="127.0.0.1", port=port)
+        superlink = next(line for line in printed if line.startswith("flower-superlink"))
+        processes.start("superlink", *shlex.split(superlink.removesuffix(" &")))
         _wait_for(lambda: _registered(env, keys["p1"][1]), 60, "SuperLink start")
         for name in ("p2", "p3"):
             assert _registered(env, keys[name][1])
@@ -116,15 +123,16 @@ def _wait_for(condition, seconds: float, what: str) -> None:
 
 def _supernode(federation, name: str, *extra: str, scene: str = "X",
                with_ca: bool = True) -> subprocess.Popen:
+    """Exactly the command `fedscene deploy partner` prints (optionally without the CA)."""
     root = federation["root"]
-    args = ["flower-supernode", "--superlink", f"127.0.0.1:{federation['port']}",
-            "--auth-supernode-private-key", str(federation["keys"][name][0]),
-            "--node-config", f'scene="{scene}" data-path="{root / name / "retail.csv"}" '
-                             f'state-dir="{root / name / "state"}"',
-            "--port", str(_free_port()), *extra]
-    if with_ca:
-        args[3:3] = ["--root-certificates", str(federation["certs"].ca_cert)]
-    return federation["processes"].start(name, *args)
+    args = shlex.split(partner_command(
+        f"127.0.0.1:{federation['port']}", federation["certs"].ca_cert,
+        federation["keys"][name][0], scene, root / name / "retail.csv", root / name / "state",
+        runtime_port=_free_port()))
+    if not with_ca:
+        at = args.index("--root-certificates")
+        del args[at:at + 2]
+    return federation["processes"].start(name, *args, *extra)
 
 
 def _ledger(federation, name):
