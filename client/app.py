@@ -7,6 +7,7 @@ optionally `data-path` / `items-path`, so data and state stay on the partner's d
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import torch
@@ -41,6 +42,7 @@ from fedscene.common.protocol import (
 torch.set_num_threads(1)
 
 app = ClientApp()
+PROCESS_STARTED = time.time()  # a deployment may start a process per message: report it
 
 
 def _resolve(message: Message, context: Context) -> tuple[RoundRequest, SceneState]:
@@ -87,11 +89,15 @@ def _reply(message: Message, metrics: dict[str, float], status: ConfigRecord,
 @app.train()
 def train(message: Message, context: Context) -> Message:
     """Train the scene for one round; reply with only the shared parameters."""
+    arrived = time.time()
     request, state = _resolve(message, context)
     dataset = load_scene_dataset(request.config, state.scene)
+    loaded = time.time()
     outcome = train_round(state, dataset, request)
+    timings = {"process-uptime-s": arrived - PROCESS_STARTED, "load-s": loaded - arrived,
+               "train-s": time.time() - loaded}
     status = ConfigRecord({"scene": state.scene, "status": outcome.status})
-    return _reply(message, outcome.metrics, status, outcome.shared)
+    return _reply(message, outcome.metrics | timings, status, outcome.shared)
 
 
 @app.evaluate()

@@ -30,6 +30,7 @@ class FederationOutcome:
     trained: list[dict[str, Any]] = field(default_factory=list)
     failures: list[dict[str, Any]] = field(default_factory=list)
     exhausted: list[str] = field(default_factory=list)
+    round_seconds: dict[int, float] = field(default_factory=dict)
 
 
 def initial_shared(config: ExperimentConfig, algorithm: str, seed: int
@@ -66,7 +67,8 @@ def run_federation(grid: Grid, config: ExperimentConfig, *, algorithm: str, num_
     outcome = FederationOutcome(algorithm=algorithm, seed=seed, run_id=run_id,
                                 evaluations=strategy.evaluations, trained=strategy.trained,
                                 failures=strategy.failures,
-                                exhausted=sorted(strategy.exhausted.values()))
+                                exhausted=sorted(strategy.exhausted.values()),
+                                round_seconds=strategy.round_seconds)
     (out_dir / "federation.json").write_text(json.dumps(asdict(outcome), indent=2,
                                                         default=_json_default))
     return outcome

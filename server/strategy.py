@@ -11,6 +11,7 @@ Differences from Flower's FedAvg, which it extends:
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from logging import INFO, WARNING
 from typing import Any
@@ -86,6 +87,8 @@ class SceneStrategy(FedAvg):
         self.failures: list[dict[str, Any]] = []
         self.evaluations: list[dict[str, Any]] = []
         self.trained: list[dict[str, Any]] = []
+        self.round_started: dict[int, float] = {}
+        self.round_seconds: dict[int, float] = {}  # train + evaluate, as the server waited
 
     def _all_nodes(self, grid: Grid) -> list[int]:
         node_ids, _ = sample_nodes(grid, self.min_available_nodes, self.min_available_nodes)
@@ -94,6 +97,7 @@ class SceneStrategy(FedAvg):
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
         """All nodes but those whose budget is spent get the shared parameters."""
+        self.round_started[server_round] = time.time()
         self.current = {name: arrays[name].numpy() for name in arrays}
         nodes = [n for n in self._all_nodes(grid) if n not in self.exhausted]
         if not nodes:
@@ -179,6 +183,8 @@ class SceneStrategy(FedAvg):
             rows.append({"round": server_round, "scene": scene}
                         | dict(message.content[METRICS]))
         self.evaluations.extend(rows)
+        if server_round in self.round_started:
+            self.round_seconds[server_round] = time.time() - self.round_started[server_round]
         if not rows:
             return None
         keys = [k for k in rows[0] if k not in ("round", "scene")]
