@@ -1,0 +1,110 @@
+"""Wall time per round of a deployed campaign against a simulation of the same config.
+
+    python benchmarks/deployment.py [--rounds 3]
+
+Deployment: a SuperLink and three SuperNodes on loopback with TLS and node authentication
+(`simulations.loopback`), each partner holding only its country's rows, driven by
+`flwr run`. Simulation: `run_arm` on Flower's Ray engine with the same scenes and config.
+Reports per-round wall time as the server measured it, and where a client's time goes
+(process uptime when a message arrives, data loading, training). Writes
+benchmarks/results/deployment.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+from rich.console import Console
+from rich.table import Table
+
+from benchmarks._common import write_json
+from fedscene.common.config import load_config
+from fedscene.common.data.sources import embedded_path
+from fedscene.simulations.engine import run_arm
+from fedscene.simulations.loopback import LoopbackFederation, Partner
+
+REPO = Path(__file__).resolve().parents[1]
+COUNTRIES = {"p1": "Spain", "p2": "Belgium", "p3": "Portugal"}
+
+
+def _config_text(rounds: int, data_path: str = "") -> str:
+    path = f'path = "{data_path}"\n' if data_path else ""
+    return ('[data]\nsource = "online_retail"\n' + path
+            + 'scenes = ["Spain", "Belgium", "Portugal"]\n'
+            f"[federation]\nrounds = {rounds}\n[simulation]\nbootstrap_samples = 200\n")
+
+
+def _client_timings(outcome: dict) -> dict[str, float]:
+    rows = outcome["trained"]
+    keys = ("process-uptime-s", "load-s", "train-s")
+    return {k: statistics.mean(r[k] for r in rows) for k in keys if rows and k in rows[0]} | {
+        "fresh-process-share": sum(r.get("process-uptime-s", 0) < 30 for r in rows) / max(
+            len(rows), 1)}
+
+
+def deployed(root: Path, rounds: int) -> tuple[float, dict]:
+    retail = pd.read_csv(embedded_path(), dtype=str)
+    partners = []
+    for name, country in COUNTRIES.items():
+        (root / name).mkdir(parents=True)
+        data = root / name / "retail.csv"
+        retail[retail["Country"] == country].to_csv(data, index=False)
+        partners.append(Partner(name, country, data))
+    config = root / "run.toml"
+    config.write_text(_config_text(rounds))
+    with LoopbackFederation(root, partners) as federation:
+        federation.start_superlink()
+        for name in COUNTRIES:
+            federation.start_partner(name)
+        start = time.perf_counter()
+        run = federation.run(REPO, config, "fedper", root / "coordinator")
+        if run.wait(timeout=1800) != 0:
+            raise RuntimeError(f"flwr run failed; see {root / 'flwr-run.log'}")
+        wall = time.perf_counter() - start
+    return wall, json.loads((root / "coordinator" / "federation.json").read_text())
+
+
+def simulated(root: Path, rounds: int) -> tuple[float, dict]:
+    path = root / "run.toml"
+    path.write_text(_config_text(rounds, str(embedded_path())))
+    start = time.perf_counter()
+    run_arm(load_config(path), algorithm="fedper", out_dir=root / "sim", seed=0, run_id="b")
+    wall = time.perf_counter() - start
+    return wall, json.loads((root / "sim" / "federation.json").read_text())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    rows = {}
+    with tempfile.TemporaryDirectory(prefix="fedscene-deploy-bench-") as tmp:
+        for name, how in (("deployment", deployed), ("simulation", simulated)):
+            wall, outcome = how(Path(tmp) / name, args.rounds)
+            rounds = {int(k): v for k, v in outcome["round_seconds"].items()}
+            rows[name] = {"total_s": wall, "round_s": rounds,
+                          "mean_round_s": statistics.mean(rounds.values()),
+                          "client": _client_timings(outcome)}
+            print(name, json.dumps(rows[name]))
+    ratio = rows["deployment"]["mean_round_s"] / rows["simulation"]["mean_round_s"]
+    table = Table(title=f"fedper, 3 partners, {args.rounds} rounds: deployment vs simulation")
+    for column in ("", "total s", "mean round s", "client uptime s", "load s", "train s"):
+        table.add_column(column, justify="right")
+    for name, row in rows.items():
+        client = row["client"]
+        table.add_row(name, f"{row['total_s']:.1f}", f"{row['mean_round_s']:.1f}",
+                      f"{client.get('process-uptime-s', 0):.1f}", f"{client.get('load-s', 0):.2f}",
+                      f"{client.get('train-s', 0):.2f}")
+    Console(width=120).print(table)
+    print(f"deployed round / simulated round = {ratio:.2f}x (target at most 1.5x)")
+    print(f"wrote {write_json('deployment.json', rows | {'ratio': ratio})}")
+
+
+if __name__ == "__main__":
+    main()
