@@ -71,6 +71,7 @@ def deployed(root: Path, rounds: int) -> tuple[float, dict]:
 
 
 def simulated(root: Path, rounds: int) -> tuple[float, dict]:
+    root.mkdir(parents=True)
     path = root / "run.toml"
     path.write_text(_config_text(rounds, str(embedded_path())))
     start = time.perf_counter()
