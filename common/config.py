@@ -134,6 +134,34 @@ class FederationConfig(_Strict):
     round_timeout_s: float = Field(3600.0, gt=0.0)
 
 
+TransferArm = Literal["local", "probe", "finetune", "meta", "zeroshot"]
+
+
+class TransferConfig(_Strict):
+    """Held-out target scenes adapted after federation with k labelled interactions."""
+
+    targets: list[str] = Field(default_factory=list,
+                               description="scenes kept out of federation and adapted after it")
+    shots: list[int | Literal["all"]] = Field(
+        default_factory=lambda: [0, 10, 100, 1000, "all"],
+        description="labelled target interactions per adaptation (capped by the scene)")
+    arms: list[TransferArm] = Field(
+        default_factory=lambda: ["local", "probe", "finetune", "meta", "zeroshot"])
+    source: Literal["fedavg", "fedper", "fedrep"] = Field(
+        "fedper", description="the federated arm whose encoder probe/finetune/zeroshot use")
+    adapt_epochs: float = Field(5.0, gt=0.0, description="passes over the k interactions")
+    meta_server_learning_rate: float = Field(
+        0.5, gt=0.0, description="Reptile outer step of the meta arm's federation")
+    meta_local_epochs: float = Field(
+        0.25, gt=0.0, description="inner steps of the meta arm's federation (few, as in Reptile)")
+
+    @model_validator(mode="after")
+    def _shots(self) -> TransferConfig:
+        if any(k != "all" and k < 0 for k in self.shots):
+            raise ValueError("transfer.shots: counts must be >= 0 (or 'all')")
+        return self
+
+
 class SimulationConfig(_Strict):
     """Arms (algorithms x seeds) and engine settings of a simulation."""
 
@@ -171,6 +199,7 @@ class ExperimentConfig(_Strict):
     privacy: PrivacyConfig = PrivacyConfig()
     federation: FederationConfig = FederationConfig()
     simulation: SimulationConfig = SimulationConfig()
+    transfer: TransferConfig = TransferConfig()
 
     def to_json(self) -> str:
         return self.model_dump_json()

@@ -40,6 +40,8 @@ def write_outputs(out_dir: Path, results: dict[str, Any], round_rows: list[dict[
     plots.append(_plot_scenes(out_dir, results, "hr@10"))
     if results["config"]["simulation"]["privacy_sweep"]:
         plots.append(_plot_privacy_utility(out_dir, results, "hr@10"))
+    if results.get("transfer"):
+        plots.append(_plot_adaptation(out_dir, results["transfer"], "hr@10"))
     (out_dir / "report.md").write_text(render_report(results, plots))
 
 
@@ -121,6 +123,62 @@ def _plot_privacy_utility(out_dir: Path, results: dict[str, Any], metric: str) -
     fig.savefig(out_dir / name, dpi=110)
     plt.close(fig)
     return name
+
+
+def _plot_adaptation(out_dir: Path, transfer: dict[str, Any], metric: str) -> str:
+    """Metric against k, one line per arm, one panel per target scene."""
+    fig, axes = plt.subplots(1, len(transfer), figsize=(5.2 * len(transfer), 3.8),
+                             squeeze=False)
+    for ax, (target, info) in zip(axes[0], transfer.items(), strict=True):
+        shots = list(info["shots"])
+        arms = sorted({a for e in info["shots"].values() for a in e["metrics"]})
+        for arm in arms:
+            xs = [i for i, k in enumerate(shots) if arm in info["shots"][k]["metrics"]]
+            values = [info["shots"][shots[i]]["metrics"][arm][metric] for i in xs]
+            ax.errorbar(xs, [v["mean"] for v in values],
+                        yerr=[[v["mean"] - v["low"] for v in values],
+                              [v["high"] - v["mean"] for v in values]],
+                        marker="o", capsize=2, label=arm)
+        ax.set_xticks(range(len(shots)))
+        ax.set_xticklabels(shots)
+        ax.set_xlabel("labelled target interactions k")
+        ax.set_ylabel(metric.upper())
+        ax.set_title(f"adaptation to {target}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    name = f"adaptation_{metric.replace('@', '')}.png"
+    fig.savefig(out_dir / name, dpi=110)
+    plt.close(fig)
+    return name
+
+
+def _transfer_lines(transfer: dict[str, Any], flagged: list[dict[str, Any]]) -> list[str]:
+    lines = ["", "## Transfer to held-out scenes (HR@10)", "",
+             "Each cell: mean [95% interval]; gain over local-only with the same k, paired over "
+             "the target's test users. Negative transfer: a gain interval below zero."]
+    for target, info in transfer.items():
+        arms = sorted({a for e in info["shots"].values() for a in e["metrics"]},
+                      key=lambda a: (a != "local", a))
+        lines += ["", f"### {target} ({info['interactions']} training interactions)", "",
+                  "| k | " + " | ".join(arms) + " |", "|---|" + "---|" * len(arms)]
+        for k, entry in info["shots"].items():
+            cells = []
+            for arm in arms:
+                if arm not in entry["metrics"]:
+                    cells.append("-")
+                    continue
+                cell = _cell(entry["metrics"], arm, "hr@10")
+                if arm in entry["gain"]:
+                    g = entry["gain"][arm]["hr@10"]
+                    cell += (f"<br>gain {g['mean']:+.3f} [{g['low']:+.3f}, {g['high']:+.3f}] "
+                             f"{g['verdict']}")
+                cells.append(cell)
+            lines.append(f"| {k} | " + " | ".join(cells) + " |")
+    lines += ["", "Negative transfer: " + ("; ".join(
+        f"{f['target']} k={f['k']} {f['arm']} ({f['mean']:+.3f})" for f in flagged)
+        if flagged else "none flagged.")]
+    return lines
 
 
 def _cell(table: dict[str, Any], scene: str, metric: str) -> str:
@@ -205,6 +263,8 @@ def render_report(results: dict[str, Any], plots: list[str]) -> str:
                 cells.append(f"{g['mean']:+.3f} [{g['low']:+.3f}, {g['high']:+.3f}] "
                              f"{g['verdict']}")
             lines.append(f"| {scene} | " + " | ".join(cells) + " |")
+    if results.get("transfer"):
+        lines += _transfer_lines(results["transfer"], results["negative_transfer"])
     lines += ["", "## Privacy spent (cumulative epsilon of the most-spent scene)", "",
               "| arm | epsilon spent of budget | scenes out of budget | failures |",
               "|---|---|---|---|"]

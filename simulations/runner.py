@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from fedscene.common.config import ExperimentConfig
 from fedscene.common.data import SceneDataset, build_scene, load_raw_dataset, resolve_scenes
@@ -40,6 +41,7 @@ from fedscene.simulations.results import (
     scene_table,
     worst_and_spread,
 )
+from fedscene.simulations.transfer import negative_transfer, run_transfer
 
 Progress = Callable[[str], None]
 
@@ -89,13 +91,27 @@ def privacy_spent(state_dir: Path) -> dict[str, Any]:
             "ledger_intact": ledger.intact}
 
 
-def build_datasets(config: ExperimentConfig) -> tuple[ExperimentConfig, list[SceneDataset]]:
-    """Resolve scenes (and fix them in the config, so nodes map to scenes) and build them."""
+def build_datasets(config: ExperimentConfig
+                   ) -> tuple[ExperimentConfig, list[SceneDataset], list[SceneDataset]]:
+    """Resolve scenes, fix the federated ones in the config (so nodes map to scenes) and
+    build them; transfer targets are built too but kept out of federation."""
     raw = load_raw_dataset(config.data)
-    scenes = resolve_scenes(raw, config.data)
+    targets = config.transfer.targets
+    everything = resolve_scenes(raw, config.data.model_copy(
+        update={"scenes": [*config.data.scenes, *[t for t in targets
+                                                  if t not in config.data.scenes]]}
+        if config.data.scenes else {}))
+    missing = [t for t in targets if t not in everything]
+    if missing:
+        raise FedsceneError(f"transfer.targets: {missing} not among the usable scenes "
+                            f"({', '.join(everything)}); check the names or data.min_users")
+    federated = [s for s in everything if s not in targets]
+    if not federated:
+        raise FedsceneError("transfer.targets holds every scene; leave some to federate")
     config = config.model_copy(update={"data": config.data.model_copy(
-        update={"scenes": scenes})})
-    return config, [build_scene(raw, s, config.data, config.model) for s in scenes]
+        update={"scenes": federated})})
+    build = [build_scene(raw, s, config.data, config.model) for s in federated + targets]
+    return config, build[:len(federated)], build[len(federated):]
 
 
 @dataclass(frozen=True)
@@ -122,6 +138,17 @@ def plan_arms(config: ExperimentConfig) -> list[ArmPlan]:
         label = "no DP" if value == "none" else f"epsilon {value:g}"
         settings.append((suffix, label, config.model_copy(update={"privacy": privacy})))
     plans = []
+    transfer = config.transfer
+    if transfer.targets and "meta" in transfer.arms:
+        # The meta arm's encoder: the source algorithm with few inner steps and a Reptile
+        # outer step, so that a few local steps adapt it.
+        meta = config.model_copy(update={
+            "federation": config.federation.model_copy(
+                update={"server_learning_rate": transfer.meta_server_learning_rate}),
+            "training": config.training.model_copy(
+                update={"local_epochs": transfer.meta_local_epochs})})
+        plans.append(ArmPlan(f"{transfer.source}-reptile", transfer.source,
+                             settings[0][1], meta))
     for algorithm in config.simulation.arms:
         if algorithm == "centralized":
             plans.append(ArmPlan("centralized", "centralized", "no DP", config))
@@ -193,7 +220,7 @@ def run_experiment(config: ExperimentConfig, out_dir: Path, *, overwrite: bool =
     run_id = uuid.uuid4().hex[:12]
     _write_run(out_dir, run_id, "running", config)
     started = time.time()
-    config, datasets = build_datasets(config)
+    config, datasets, targets = build_datasets(config)
     _write_run(out_dir, run_id, "running", config)
     plans = plan_arms(config)
     progress(f"run {run_id}: {len(datasets)} scenes ({', '.join(config.data.scenes)}), "
@@ -214,16 +241,46 @@ def run_experiment(config: ExperimentConfig, out_dir: Path, *, overwrite: bool =
             d.scene: gain(per_user[plan.label][d.scene], per_user[base][d.scene], samples, 0)
             for d in datasets if d.scene in per_user[plan.label] and d.scene in per_user[base]}
         arms[plan.label]["gain_baseline"] = base
+    transfer = None
+    if targets:
+        transfer = run_transfer(config, targets, out_dir, _transfer_inits(config, plans,
+                                                                          out_dir), progress)
     results = {
         "run_id": run_id, "config": json.loads(config.to_json()),
         "scenes": [_scene_summary(d) for d in datasets],
         "arms": arms, "baselines": _baselines(datasets, samples),
+        "transfer": transfer,
+        "negative_transfer": negative_transfer(transfer) if transfer else [],
         "timings": {"total_s": time.time() - started,
                     "per_arm_s": {a: v["wall_s"] for a, v in arms.items()}},
     }
     write_outputs(out_dir, results, round_rows)
     _write_run(out_dir, run_id, "complete", config)
     return results
+
+
+def _transfer_inits(config: ExperimentConfig, plans: list[ArmPlan], out_dir: Path
+                    ) -> dict[str, dict[int, dict]]:
+    """Per transfer arm and seed: the final global shared parameters it starts from."""
+    source = next((p for p in plans if p.algorithm == config.transfer.source
+                   and not p.label.endswith("-reptile")), None)
+    if source is None:
+        raise FedsceneError(f"transfer.source {config.transfer.source!r} is not among "
+                            f"simulation.arms; add it there")
+    meta = next((p for p in plans if p.label.endswith("-reptile")), None)
+    rounds = config.federation.rounds
+
+    def final(plan: ArmPlan, seed: int) -> dict:
+        path = (out_dir / "arms" / f"{plan.label}-seed{seed}" / "checkpoints"
+                / f"round_{rounds:04d}.pt")
+        return torch.load(path)
+
+    inits: dict[str, dict[int, dict]] = {}
+    for arm in config.transfer.arms:
+        plan = meta if arm == "meta" else source if arm != "local" else None
+        if plan is not None:
+            inits[arm] = {seed: final(plan, seed) for seed in config.simulation.seeds}
+    return inits
 
 
 def _scene_summary(d: SceneDataset) -> dict[str, Any]:

@@ -2,8 +2,10 @@
 
 Items belong to latent topics and their text is drawn from the topic's vocabulary, so the
 shared encoder can learn from text alone. Users of every scene belong to taste clusters;
-a cluster's topic affinity is `(1 - shift) * shared + shift * scene-specific`, so `shift=0`
-gives identical scenes and `shift=1` unrelated ones. `signal=0` makes choices uniform.
+a cluster's topic affinity is `(1 - shift) * shared + shift * scene-specific`, and in each
+scene a `shift` fraction of items serves a re-drawn topic, so `shift=0` gives identical
+scenes and `shift=1` unrelated ones (neither tastes nor what text means carry over).
+`signal=0` makes choices uniform.
 """
 
 from __future__ import annotations
@@ -45,10 +47,14 @@ def generate_synthetic(config: SyntheticConfig) -> RawDataset:
     for s in range(config.num_scenes):
         own = rng.normal(0.0, 1.0, size=(CLUSTERS, config.num_topics))
         affinity = (1.0 - config.shift) * shared + config.shift * own
+        # A `shift` fraction of items serve another topic in this scene than their text says,
+        # so at shift 1 neither preferences nor item meaning carry over between scenes.
+        served = np.where(rng.random(config.num_items) < config.shift,
+                          rng.integers(0, config.num_topics, size=config.num_items), topics)
         catalogue = np.sort(rng.choice(config.num_items, size=config.items_per_scene,
                                        replace=False))
         # 3.0 sharpens preferences enough for a few interactions per user to reveal them.
-        logits = 3.0 * config.signal * affinity[:, topics[catalogue]] + (
+        logits = 3.0 * config.signal * affinity[:, served[catalogue]] + (
             config.signal * popularity[catalogue])
         probs = np.exp(logits - logits.max(axis=1, keepdims=True))
         probs /= probs.sum(axis=1, keepdims=True)

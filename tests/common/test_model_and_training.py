@@ -30,7 +30,7 @@ def test_state_split_by_algorithm(small_model_config):
 
 
 def _fit_auc(signal: float, model_config, private: bool = False) -> float:
-    data = synthetic_data(num_scenes=1, users_per_scene=150, signal=signal)
+    data = synthetic_data(num_scenes=1, users_per_scene=150, signal=signal, shift=0.0)
     scene = build_scene(load_raw_dataset(data), "scene0", data, model_config)
     model = SceneModel(model_config, scene.n_items)
     training = TrainingConfig(batch_size=64, learning_rate=0.5)

@@ -1,0 +1,181 @@
+"""Transfer to held-out scenes: adapt with k labelled interactions, compare with local-only.
+
+For each target scene, seed and k, every arm starts from its initialisation, trains on the
+same k interactions (sampled by user and time from the target's training data, never its
+test data) under the target's own privacy budget and ledger, and is evaluated on the
+target's full test set:
+
+- `local`: a fresh model, the baseline every gain is measured against;
+- `probe`: the federated encoder frozen, a new head trained;
+- `finetune`: the federated encoder and a new head, all trained;
+- `meta`: as finetune, from an encoder federated with the Reptile-style server update;
+- `zeroshot` (k = 0 only): the federated encoder's user-item similarity, no training.
+
+A gain whose interval lies below zero is reported as negative transfer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fedscene.client.budget import load_or_create_plan, record_training
+from fedscene.client.state import SceneState
+from fedscene.common.config import ExperimentConfig
+from fedscene.common.data import SceneDataset
+from fedscene.common.data.scene import train_negatives
+from fedscene.common.evaluation import Scorer, evaluate_users, model_scorer
+from fedscene.common.model import SceneModel
+from fedscene.common.protocol import scene_dirname
+from fedscene.common.training import DPSettings, sample_rate_and_steps, train_local
+from fedscene.simulations.results import PerUser, average_seeds, gain, scene_table
+
+Shot = int | str
+
+
+def few_shot(dataset: SceneDataset, k: Shot, seed: int) -> SceneDataset:
+    """The target's first k training interactions of users taken in a seeded random order.
+
+    Whole user histories are taken in time order (the last user's cut at its earliest
+    interactions), so adaptation sees what a new platform would have collected first.
+    """
+    if k == "all" or int(k) >= dataset.n_train:
+        return dataset
+    users = np.random.default_rng([seed, 7]).permutation(np.unique(dataset.train_user))
+    chosen: list[np.ndarray] = []
+    left = int(k)
+    for user in users:
+        if left <= 0:
+            break
+        rows = np.flatnonzero(dataset.train_user == user)[:left]
+        chosen.append(rows)
+        left -= len(rows)
+    keep = np.sort(np.concatenate(chosen)) if chosen else np.empty(0, dtype=np.int64)
+    return replace(dataset, train_user=dataset.train_user[keep],
+                   train_item=dataset.train_item[keep], train_time=dataset.train_time[keep],
+                   train_history=dataset.train_history[keep])
+
+
+def shots_for(config: ExperimentConfig, dataset: SceneDataset) -> list[Shot]:
+    """Configured k values capped by the scene (duplicates after capping dropped)."""
+    out: list[Shot] = []
+    for k in config.transfer.shots:
+        capped: Shot = "all" if k == "all" or int(k) >= dataset.n_train else int(k)
+        if capped not in out:
+            out.append(capped)
+    return out
+
+
+def encoder_scorer(model: SceneModel, batch_size: int = 512) -> Scorer:
+    """Zero-shot scores: similarity of the encoder's user and item vectors, no head."""
+    from fedscene.common.batches import test_batch
+
+    def score(dataset: SceneDataset, rows: np.ndarray) -> np.ndarray:
+        model.eval()
+        parts = []
+        with torch.no_grad():
+            for start in range(0, len(rows), batch_size):
+                tokens, price, category, mask, ids = test_batch(
+                    dataset, rows[start:start + batch_size])
+                users, items = model.encoder(tokens, price, category, mask, ids.shape[1])
+                parts.append((users.unsqueeze(1) * items).sum(-1).numpy())
+        return np.concatenate(parts)
+
+    return score
+
+
+def _model(config: ExperimentConfig, dataset: SceneDataset, seed: int,
+           shared: dict[str, torch.Tensor] | None) -> SceneModel:
+    torch.manual_seed(seed)
+    model = SceneModel(config.model, dataset.n_items)
+    if shared:  # the encoder only: a new scene gets a new head
+        model.load_state_dict({k: v for k, v in shared.items() if k.startswith("encoder.")},
+                              strict=False)
+    return model
+
+
+def adapt(config: ExperimentConfig, target: SceneDataset, arm: str, k: Shot, seed: int,
+          shared: dict[str, torch.Tensor] | None, state_dir: Path
+          ) -> tuple[PerUser, dict[str, Any]]:
+    """Adapt one arm with k interactions; per-user test metrics and the privacy spent."""
+    model = _model(config, target, seed, shared)
+    if arm == "zeroshot":
+        return evaluate_users(target, encoder_scorer(model)), {}
+    subset = few_shot(target, k, seed)
+    privacy: dict[str, Any] = {}
+    if k != 0 and subset.n_train > 0:
+        epochs = config.transfer.adapt_epochs
+        dp = None
+        if config.privacy.enabled:
+            state = SceneState(state_dir, target.scene)
+            rate, steps = sample_rate_and_steps(subset.n_train, config.training.batch_size,
+                                                epochs)
+            plan = load_or_create_plan(state, config.privacy, subset.n_train, rate, steps)
+            dp = DPSettings(plan.noise_multiplier, plan.max_grad_norm,
+                            config.privacy.grad_sample_mode)
+        trainable = ("head.",) if arm == "probe" else ()
+        report = train_local(model, subset, train_negatives(subset, config.data.train_negatives,
+                                                            seed, 1),
+                             config.training, epochs=epochs, trainable=trainable, dp=dp,
+                             seed=seed)
+        if dp is not None:
+            entry = record_training(state, plan, run_id=f"transfer-{arm}-k{k}", round_=1,
+                                    algorithm=f"transfer:{arm}", steps=report.steps,
+                                    history=[], extra={"shots": str(k)})
+            privacy = {"epsilon": entry["epsilon"], "budget_epsilon": plan.epsilon,
+                       "records": subset.n_train}
+    return evaluate_users(target, model_scorer(model)), privacy
+
+
+def run_transfer(config: ExperimentConfig, targets: list[SceneDataset], out_dir: Path,
+                 initial: dict[str, dict[int, dict[str, torch.Tensor]]], progress
+                 ) -> dict[str, Any]:
+    """Every target x k x arm x seed; `initial[arm][seed]` is the arm's shared init."""
+    samples = config.simulation.bootstrap_samples
+    results: dict[str, Any] = {}
+    for target in targets:
+        per_k: dict[str, Any] = {}
+        for k in shots_for(config, target):
+            if k == 0:  # nothing to train on: the untrained baseline and zero-shot scoring
+                arms = [a for a in config.transfer.arms if a in ("local", "zeroshot")]
+            else:
+                arms = [a for a in config.transfer.arms if a != "zeroshot"]
+            per_arm: dict[str, PerUser] = {}
+            privacy: dict[str, list[dict[str, Any]]] = {}
+            for arm in arms:
+                runs = []
+                for seed in config.simulation.seeds:
+                    shared = initial.get(arm, {}).get(seed)
+                    state_dir = (out_dir / "transfer" / scene_dirname(target.scene)
+                                 / f"{arm}-k{k}-seed{seed}")
+                    per_user, spent = adapt(config, target, arm, k, seed, shared, state_dir)
+                    runs.append(per_user)
+                    if spent:
+                        privacy.setdefault(arm, []).append(spent)
+                per_arm[arm] = average_seeds(runs)
+            table = scene_table(per_arm, samples, 0)
+            entry: dict[str, Any] = {"metrics": table, "privacy": privacy, "gain": {}}
+            for arm, values in per_arm.items():
+                if arm != "local" and "local" in per_arm:
+                    entry["gain"][arm] = gain(values, per_arm["local"], samples, 0)
+            per_k[str(k)] = entry
+            progress(f"transfer {target.scene} k={k}: " + ", ".join(
+                f"{a} {table[a]['hr@10']['mean']:.3f}" for a in per_arm))
+        results[target.scene] = {"interactions": target.n_train, "shots": per_k}
+    return results
+
+
+def negative_transfer(results: dict[str, Any], metric: str = "hr@10") -> list[dict[str, Any]]:
+    """Every (target, k, arm) whose gain interval lies below zero."""
+    flagged = []
+    for target, info in results.items():
+        for k, entry in info["shots"].items():
+            for arm, gains in entry["gain"].items():
+                if gains[metric]["verdict"] == "loss":
+                    flagged.append({"target": target, "k": k, "arm": arm} | gains[metric])
+    return flagged
+
