@@ -15,7 +15,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from fedscene.common.errors import ConfigError
 
 Algorithm = Literal["local", "fedavg", "fedper", "fedrep", "centralized"]
-FEDERATED_ALGORITHMS: tuple[str, ...] = ("local", "fedavg", "fedper", "fedrep")
 
 
 class _Strict(BaseModel):

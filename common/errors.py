@@ -11,7 +11,3 @@ class ConfigError(FedsceneError):
 
 class DataError(FedsceneError):
     """A dataset does not satisfy the scene data contract."""
-
-
-class BudgetExhaustedError(FedsceneError):
-    """A scene's privacy budget does not allow the requested training."""

@@ -20,6 +20,7 @@ from typing import Any
 from fedscene.common.accounting import compress, epsilon, pld_epsilon
 from fedscene.common.errors import FedsceneError
 from fedscene.common.ledger import LEDGER_FILE, read_ledger
+from fedscene.simulations.results import json_safe
 
 UNDER_REPORT_TOLERANCE = 0.02  # relative: PRV/PLD discretisation differs by well under 1%
 VERDICT_ORDER = ("altered", "under-reported", "over budget", "no DP", "near budget", "ok")
@@ -173,14 +174,5 @@ def audit(paths: list[str | Path], near: float = 0.9, jobs: int = 1) -> list[Led
 
 
 def to_json(results: list[LedgerAudit]) -> str:
-    def clean(value: Any) -> Any:
-        if isinstance(value, float) and not math.isfinite(value):
-            return "inf" if value > 0 else None
-        if isinstance(value, dict):
-            return {k: clean(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [clean(v) for v in value]
-        return value
-
     return json.dumps({"passed": all(r.passed for r in results),
-                       "ledgers": [clean(asdict(r)) for r in results]}, indent=2)
+                       "ledgers": [json_safe(asdict(r)) for r in results]}, indent=2)

@@ -13,24 +13,23 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from fedscene.simulations.results import json_safe  # noqa: E402
+
 TABLE_METRICS = ("hr@10", "ndcg@10", "auc")
 
 
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    if hasattr(value, "item"):
-        return _json_safe(value.item())
-    return value
+def _save(fig, out_dir: Path, stem: str, metric: str) -> str:
+    """Write a figure as `<stem>_<metric>.png` beside the report; returns the file name."""
+    name = f"{stem}_{metric.replace('@', '')}.png"
+    fig.tight_layout()
+    fig.savefig(out_dir / name, dpi=110)
+    plt.close(fig)
+    return name
 
 
 def write_outputs(out_dir: Path, results: dict[str, Any], round_rows: list[dict[str, Any]]
                   ) -> None:
-    (out_dir / "results.json").write_text(json.dumps(_json_safe(results), indent=2))
+    (out_dir / "results.json").write_text(json.dumps(json_safe(results), indent=2))
     rounds = pd.DataFrame(round_rows)
     rounds.to_csv(out_dir / "rounds.csv", index=False)
     plots = []
@@ -55,11 +54,7 @@ def _plot_rounds(out_dir: Path, rounds: pd.DataFrame, metric: str) -> str:
     ax.set_title(f"{metric.upper()} per round")
     ax.grid(alpha=0.3)
     ax.legend()
-    name = f"rounds_{metric.replace('@', '')}.png"
-    fig.tight_layout()
-    fig.savefig(out_dir / name, dpi=110)
-    plt.close(fig)
-    return name
+    return _save(fig, out_dir, "rounds", metric)
 
 
 def _plot_scenes(out_dir: Path, results: dict[str, Any], metric: str) -> str:
@@ -81,11 +76,7 @@ def _plot_scenes(out_dir: Path, results: dict[str, Any], metric: str) -> str:
     ax.set_ylabel(f"{metric.upper()} (95% CI over users)")
     ax.set_title(f"{metric.upper()} per scene")
     ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    name = f"scenes_{metric.replace('@', '')}.png"
-    fig.savefig(out_dir / name, dpi=110)
-    plt.close(fig)
-    return name
+    return _save(fig, out_dir, "scenes", metric)
 
 
 def privacy_utility(results: dict[str, Any], metric: str) -> dict[str, dict[str, float]]:
@@ -118,11 +109,7 @@ def _plot_privacy_utility(out_dir: Path, results: dict[str, Any], metric: str) -
     ax.set_title("privacy-utility trade-off")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    name = f"privacy_utility_{metric.replace('@', '')}.png"
-    fig.savefig(out_dir / name, dpi=110)
-    plt.close(fig)
-    return name
+    return _save(fig, out_dir, "privacy_utility", metric)
 
 
 def _plot_adaptation(out_dir: Path, transfer: dict[str, Any], metric: str) -> str:
@@ -146,11 +133,7 @@ def _plot_adaptation(out_dir: Path, transfer: dict[str, Any], metric: str) -> st
         ax.set_title(f"adaptation to {target}")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    name = f"adaptation_{metric.replace('@', '')}.png"
-    fig.savefig(out_dir / name, dpi=110)
-    plt.close(fig)
-    return name
+    return _save(fig, out_dir, "adaptation", metric)
 
 
 def _transfer_lines(transfer: dict[str, Any], flagged: list[dict[str, Any]]) -> list[str]:
