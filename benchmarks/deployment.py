@@ -19,7 +19,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
@@ -27,7 +26,7 @@ from benchmarks._common import write_json
 from fedscene.common.config import load_config
 from fedscene.common.data.sources import embedded_path
 from fedscene.simulations.engine import run_arm
-from fedscene.simulations.loopback import LoopbackFederation, Partner
+from fedscene.simulations.loopback import LoopbackFederation, embedded_partners
 
 REPO = Path(__file__).resolve().parents[1]
 COUNTRIES = {"p1": "Spain", "p2": "Belgium", "p3": "Portugal"}
@@ -49,13 +48,7 @@ def _client_timings(outcome: dict) -> dict[str, float]:
 
 
 def deployed(root: Path, rounds: int) -> tuple[float, dict]:
-    retail = pd.read_csv(embedded_path(), dtype=str)
-    partners = []
-    for name, country in COUNTRIES.items():
-        (root / name).mkdir(parents=True)
-        data = root / name / "retail.csv"
-        retail[retail["Country"] == country].to_csv(data, index=False)
-        partners.append(Partner(name, country, data))
+    partners = embedded_partners(root, COUNTRIES)
     config = root / "run.toml"
     config.write_text(_config_text(rounds))
     with LoopbackFederation(root, partners) as federation:

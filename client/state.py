@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 from pathlib import Path
@@ -77,11 +78,9 @@ class SceneState:
 
     def save_local(self, params: dict[str, torch.Tensor], status: dict[str, Any]) -> None:
         """Parameters first, then the status that points at them (both atomic)."""
-        buffer_path = self.directory / "local.pt.tmp"
-        torch.save({k: v.detach().clone() for k, v in params.items()}, buffer_path)
-        with open(buffer_path, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(buffer_path, self.directory / "local.pt")
+        buffer = io.BytesIO()
+        torch.save({k: v.detach().clone() for k, v in params.items()}, buffer)
+        _atomic_write(self.directory / "local.pt", buffer.getvalue())
         self._write_json("status.json", status)
 
     def status(self) -> dict[str, Any]:

@@ -14,11 +14,13 @@ from fedscene.common.metrics import example_metrics, per_user
 Scorer = Callable[[SceneDataset, np.ndarray], np.ndarray]
 
 
-def model_scorer(model: torch.nn.Module, batch_size: int = 512) -> Scorer:
-    """Scores [n, 1 + negatives] of the given test rows with the model."""
+def model_scorer(model: Callable[..., torch.Tensor], batch_size: int = 512) -> Scorer:
+    """Scores [n, 1 + negatives] of the given test rows with the model (or any function of
+    the model inputs that returns logits)."""
 
     def score(dataset: SceneDataset, rows: np.ndarray) -> np.ndarray:
-        model.eval()
+        if isinstance(model, torch.nn.Module):
+            model.eval()
         parts = []
         with torch.no_grad():
             for start in range(0, len(rows), batch_size):

@@ -37,6 +37,7 @@ from fedscene.common.protocol import (
     CONFIG_RECORD,
     METRICS,
     NUM_EXAMPLES,
+    SERVER_ROUND,
     STATUS,
 )
 
@@ -103,14 +104,14 @@ class SceneStrategy(FedAvg):
         if not nodes:
             log(INFO, "configure_train: every scene has spent its privacy budget")
             return []
-        config["server-round"] = server_round
+        config[SERVER_ROUND] = server_round
         record = RecordDict({ARRAYS: arrays, CONFIG_RECORD: config})
         return self._construct_messages(record, nodes, MessageType.TRAIN)
 
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                            grid: Grid) -> Iterable[Message]:
         """Every node evaluates, including those that no longer train."""
-        config["server-round"] = server_round
+        config[SERVER_ROUND] = server_round
         record = RecordDict({ARRAYS: arrays, CONFIG_RECORD: config})
         return self._construct_messages(record, self._all_nodes(grid), MessageType.EVALUATE)
 

@@ -52,8 +52,8 @@ def pool_scenes(datasets: list[SceneDataset]) -> tuple[SceneDataset, list[SceneD
     return pooled, views
 
 
-def run_centralized(config: ExperimentConfig, datasets: list[SceneDataset], seed: int,
-                    on_round=None) -> tuple[dict[str, dict[str, np.ndarray]], list[dict]]:
+def run_centralized(config: ExperimentConfig, datasets: list[SceneDataset], seed: int
+                    ) -> tuple[dict[str, dict[str, np.ndarray]], list[dict]]:
     """Train the pooled model for as many passes as a federated run; evaluate per scene.
 
     Returns final per-user metrics per scene and per-round per-scene metric means.
@@ -72,6 +72,4 @@ def run_centralized(config: ExperimentConfig, datasets: list[SceneDataset], seed
             final[view.scene] = per_user
             rounds.append({"round": round_, "scene": view.scene}
                           | {k: float(v.mean()) for k, v in per_user.items() if k != "user"})
-        if on_round:
-            on_round(round_)
     return final, rounds

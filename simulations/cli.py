@@ -12,6 +12,7 @@ from rich.table import Table
 
 from fedscene.common.config import load_config
 from fedscene.common.errors import FedsceneError
+from fedscene.simulations.deploy import DEFAULT_PORT
 
 # Wide enough for the data-check table when output is piped (rich falls back to 80 columns).
 console = Console() if sys.stdout.isatty() else Console(width=120)
@@ -167,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     coordinator.add_argument("--certs", required=True, help="folder from `deploy certs`")
     coordinator.add_argument("--address", required=True,
                              help="host partners and `flwr` dial (one of the cert's --host)")
-    coordinator.add_argument("--port", type=int, default=9092)
+    coordinator.add_argument("--port", type=int, default=DEFAULT_PORT)
     coordinator.add_argument("--key", action="append", default=[],
                              help="a partner's .pub file (repeat)")
     coordinator.add_argument("--database", default="superlink.db")

@@ -23,6 +23,7 @@ from fedscene.common.errors import FedsceneError
 
 # Flower 1.41 serves the Fleet, Control and Runtime APIs from one HTTPS server.
 DEFAULT_PORT = 9092
+SUPERNODE_RUNTIME_PORT = 9094  # a SuperNode's local Runtime API; distinct per node on a host
 
 
 @dataclass(frozen=True)
@@ -140,7 +141,8 @@ def connection_toml(name: str, control_address: str, ca_cert: Path) -> str:
 
 
 def partner_command(superlink: str, ca_cert: Path, private_key: Path, scene: str,
-                    data_path: Path, state_dir: Path, runtime_port: int = 9094) -> str:
+                    data_path: Path, state_dir: Path,
+                    runtime_port: int = SUPERNODE_RUNTIME_PORT) -> str:
     """The one command a partner runs next to its data."""
     node_config = (f'scene="{scene}" data-path="{data_path}" state-dir="{state_dir}"')
     return _command("flower-supernode", "--superlink", superlink,

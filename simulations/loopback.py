@@ -48,6 +48,23 @@ class Partner:
         return root / self.name / "state"
 
 
+def embedded_partners(root: Path, countries: dict[str, str]) -> list[Partner]:
+    """One partner per `name: country`, each holding only its country's rows of the
+    embedded Online Retail slice in `<root>/<name>/retail.csv`."""
+    import pandas as pd
+
+    from fedscene.common.data.sources import embedded_path
+
+    retail = pd.read_csv(embedded_path(), dtype=str)
+    partners = []
+    for name, country in countries.items():
+        (root / name).mkdir(parents=True, exist_ok=True)
+        data = root / name / "retail.csv"
+        retail[retail["Country"] == country].to_csv(data, index=False)
+        partners.append(Partner(name, country, data))
+    return partners
+
+
 class LoopbackFederation:
     """Certificates, keys, a SuperLink and SuperNodes under `root`; a context manager."""
 

@@ -70,22 +70,15 @@ def shots_for(config: ExperimentConfig, dataset: SceneDataset) -> list[Shot]:
     return out
 
 
-def encoder_scorer(model: SceneModel, batch_size: int = 512) -> Scorer:
+def encoder_scorer(model: SceneModel) -> Scorer:
     """Zero-shot scores: similarity of the encoder's user and item vectors, no head."""
-    from fedscene.common.batches import test_batch
+    model.eval()
 
-    def score(dataset: SceneDataset, rows: np.ndarray) -> np.ndarray:
-        model.eval()
-        parts = []
-        with torch.no_grad():
-            for start in range(0, len(rows), batch_size):
-                tokens, price, category, mask, ids = test_batch(
-                    dataset, rows[start:start + batch_size])
-                users, items = model.encoder(tokens, price, category, mask, ids.shape[1])
-                parts.append((users.unsqueeze(1) * items).sum(-1).numpy())
-        return np.concatenate(parts)
+    def similarity(tokens, price, category, mask, ids) -> torch.Tensor:
+        users, items = model.encoder(tokens, price, category, mask, ids.shape[1])
+        return (users.unsqueeze(1) * items).sum(-1)
 
-    return score
+    return model_scorer(similarity)
 
 
 def _model(config: ExperimentConfig, dataset: SceneDataset, seed: int,

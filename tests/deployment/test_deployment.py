@@ -9,13 +9,11 @@ import json
 import time
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
-from fedscene.common.data.sources import embedded_path
 from fedscene.common.ledger import read_ledger
 from fedscene.simulations.cli import main
-from fedscene.simulations.loopback import LoopbackFederation, Partner
+from fedscene.simulations.loopback import LoopbackFederation, embedded_partners
 
 pytestmark = pytest.mark.deployment
 REPO = Path(__file__).resolve().parents[2]
@@ -24,13 +22,7 @@ COUNTRIES = {"p1": "Spain", "p2": "Belgium", "p3": "Portugal"}
 
 @pytest.fixture()
 def federation(tmp_path):
-    retail = pd.read_csv(embedded_path(), dtype=str)
-    partners = []
-    for name, country in COUNTRIES.items():
-        (tmp_path / name).mkdir()
-        data = tmp_path / name / "retail.csv"
-        retail[retail["Country"] == country].to_csv(data, index=False)
-        partners.append(Partner(name, country, data))
+    partners = embedded_partners(tmp_path, COUNTRIES)
     with LoopbackFederation(tmp_path, partners, extra_keys=("rogue",)) as federation:
         federation.start_superlink()
         yield federation
