@@ -20,6 +20,7 @@ from fedscene.common.accounting import (
     SAMPLING,
     accountant_versions,
     calibrate_noise,
+    calibrate_noise_after,
     epsilon,
 )
 from fedscene.common.config import PrivacyConfig
@@ -82,6 +83,28 @@ def load_or_create_plan(state: SceneState, privacy: PrivacyConfig, records: int,
                        records=records)
     state.save_plan(plan.__dict__ | {"created": time.time()})
     return plan
+
+
+def plan_remaining(state: SceneState, privacy: PrivacyConfig, records: int,
+                   sample_rate: float, steps: int, history: list[tuple[float, float, int]]
+                   ) -> PrivacyPlan:
+    """A plan for `steps` more steps that spends what the scene's budget has left after
+    `history` (its earlier training, at the delta its plan fixed). With no history it is
+    the scene's ordinary plan."""
+    existing = state.plan()
+    if not history or existing is None:
+        return load_or_create_plan(state, privacy, records, sample_rate, steps)
+    earlier = PrivacyPlan.from_dict(existing)
+    budget = privacy.budget_for(state.scene).epsilon
+    try:
+        sigma = calibrate_noise_after(history, budget, earlier.delta, sample_rate, steps,
+                                      privacy.accountant)
+    except ValueError as error:
+        raise FedsceneError(f"{state.directory}: scene {state.scene} cannot train {steps} "
+                            f"more steps within epsilon {budget}: {error}") from None
+    return PrivacyPlan(epsilon=budget, delta=earlier.delta, noise_multiplier=sigma,
+                       sample_rate=sample_rate, max_grad_norm=privacy.max_grad_norm,
+                       planned_steps=steps, accountant=privacy.accountant, records=records)
 
 
 def spent_history(state: SceneState) -> list[tuple[float, float, int]]:

@@ -1,7 +1,8 @@
 """One scene's round, independent of Flower: restore, train or evaluate, save, report.
 
-What leaves the scene is only what `shared_prefixes(algorithm)` names, plus the metrics the
-caller chooses to send; the head, the ledger and per-user results stay in the state directory.
+What leaves the scene is only what `shared_prefixes(algorithm, aligned)` names, plus the
+metrics the caller chooses to send; the head, the ledger and per-user results stay in the
+state directory.
 """
 
 from __future__ import annotations
@@ -28,9 +29,23 @@ from fedscene.common.data.scene import train_negatives
 from fedscene.common.errors import FedsceneError
 from fedscene.common.evaluation import evaluate_users, model_scorer
 from fedscene.common.metrics import METRICS, summarize
-from fedscene.common.model import SceneModel, shared_prefixes, split_state
+from fedscene.common.model import (
+    DISC,
+    ENCODER,
+    HEAD,
+    SceneModel,
+    build_model,
+    shared_prefixes,
+    split_state,
+)
 from fedscene.common.protocol import BUDGET_EXHAUSTED, NUM_EXAMPLES, TRAINED
-from fedscene.common.training import DPSettings, Proximal, sample_rate_and_steps, train_local
+from fedscene.common.training import (
+    Alignment,
+    DPSettings,
+    Proximal,
+    sample_rate_and_steps,
+    train_local,
+)
 
 
 @lru_cache(maxsize=2)
@@ -69,6 +84,14 @@ class TrainOutcome:
     metrics: dict[str, float]
 
 
+def alignment_of(config: ExperimentConfig, algorithm: str, scene: str) -> Alignment | None:
+    """The scene's adversarial setting this round, or None without alignment."""
+    if not config.aligned(algorithm):
+        return None
+    return Alignment(config.domain_index(scene), config.alignment.weight,
+                     labelled=scene not in config.alignment.unlabelled)
+
+
 def steps_per_round(config: ExperimentConfig, algorithm: str, n_train: int
                     ) -> tuple[float, int, int]:
     """(sample rate, head-only steps, joint/encoder steps) of one round."""
@@ -83,7 +106,7 @@ def restore_model(state: SceneState, dataset: SceneDataset, request: RoundReques
                   ) -> SceneModel:
     """Fresh model (seeded, as the server's), then the scene's local part, then shared."""
     torch.manual_seed(request.seed)
-    model = SceneModel(request.config.model, dataset.n_items)
+    model = build_model(request.config, dataset.n_items, request.algorithm)
     expected = model.state_dict()
     for source, part in (("state", state.load_local() or {}), ("server", request.shared)):
         for name, value in part.items():
@@ -101,8 +124,12 @@ def train_round(state: SceneState, dataset: SceneDataset, request: RoundRequest
                 ) -> TrainOutcome:
     """Train one round under the scene's budget; save state; return the shared update."""
     config, algorithm = request.config, request.algorithm
-    prefixes = shared_prefixes(algorithm)
+    prefixes = shared_prefixes(algorithm, config.aligned(algorithm))
+    alignment = alignment_of(config, algorithm, state.scene)
+    unlabelled = alignment is not None and not alignment.labelled
     rate, head_steps, steps = steps_per_round(config, algorithm, dataset.n_train)
+    if unlabelled:  # no target to fit a head to: one encoder/discriminator phase
+        head_steps = 0
     total = head_steps + steps
     private = config.privacy.enabled
     history: list[tuple[float, float, int]] = spent_history(state)
@@ -133,18 +160,22 @@ def train_round(state: SceneState, dataset: SceneDataset, request: RoundRequest
     losses = []
     if head_steps:
         report = train_local(model, dataset, negatives, config.training,
-                             epochs=config.training.head_epochs, trainable=("head.",), dp=dp,
+                             epochs=config.training.head_epochs, trainable=(HEAD,), dp=dp,
                              seed=seed)
         losses.append(report.mean_loss)
-    trainable = ("encoder.",) if algorithm == "fedrep" else ()
+    trainable: tuple[str, ...] = ()
+    if algorithm == "fedrep" or unlabelled:
+        trainable = (ENCODER, DISC) if alignment else (ENCODER,)
     report = train_local(model, dataset, negatives, config.training,
                          epochs=config.training.local_epochs, trainable=trainable, dp=dp,
-                         proximal=proximal, seed=seed + 1)
+                         proximal=proximal, alignment=alignment, seed=seed + 1)
     losses.append(report.mean_loss)
     shared, local = split_state(model.state_dict(), prefixes)
-    entry = _ledger(state, plan, request, total, history, {
-        "head_steps": head_steps, "local_state_in": digest_in,
-        "local_state_out": params_digest(local)}, epsilon_after)
+    extra: dict[str, Any] = {"head_steps": head_steps, "local_state_in": digest_in,
+                              "local_state_out": params_digest(local)}
+    if alignment is not None:
+        extra["alignment"] = "adversarial" + ("" if alignment.labelled else ", unlabelled")
+    entry = _ledger(state, plan, request, total, history, extra, epsilon_after)
     state.save_local(local, {"round": request.round, "run_id": request.run_id,
                              "algorithm": algorithm, "ledger_head": entry["hash"]})
     metrics = {"train-loss": float(np.mean(losses)), "steps": float(total),

@@ -20,6 +20,10 @@ Composition = list[tuple[float, float, int]]  # (noise multiplier, sample rate, 
 # Opacus's RDP advises wider alpha orders when the optimum is at the edge; RDP is only the
 # secondary (looser) figure here, so the advice is noise in every client's log.
 warnings.filterwarnings("ignore", message="Optimal order is the largest alpha")
+# At sample rate 1 (a scene smaller than a batch) Opacus's PRV takes log(1 - q) = log(0) in
+# a branch np.where then discards; the result is right and the warning is noise.
+warnings.filterwarnings("ignore", message="divide by zero encountered in log",
+                        category=RuntimeWarning, module=r"opacus\.accountants")
 
 MECHANISM = "poisson-subsampled-gaussian (DP-SGD)"
 SAMPLING = "poisson"
@@ -77,3 +81,34 @@ def calibrate_noise(target_epsilon: float, delta: float, sample_rate: float, ste
 
 def accountant_versions() -> dict[str, str]:
     return {"opacus": version("opacus"), "dp-accounting": version("dp-accounting")}
+
+
+def calibrate_noise_after(history: Iterable[tuple[float, float, int]], target_epsilon: float,
+                          delta: float, sample_rate: float, steps: int,
+                          accountant: str = "prv", tolerance: float = 0.01) -> float:
+    """Smallest noise multiplier (to `tolerance` in epsilon) for `steps` more steps such that
+    they, composed with what `history` already spent, stay within `target_epsilon`.
+
+    Raises ValueError when the history alone has reached the budget.
+    """
+    spent = list(history)
+    if epsilon(spent, delta, accountant) >= target_epsilon:
+        raise ValueError(f"the history already spends the whole budget of {target_epsilon}")
+
+    def total(sigma: float) -> float:
+        return epsilon(spent + [(sigma, sample_rate, steps)], delta, accountant)
+
+    low, high = 0.0, 10.0
+    while total(high) > target_epsilon:
+        low, high = high, 2.0 * high
+        if high > 1e6:
+            raise ValueError("no noise multiplier below 1e6 fits the remaining budget")
+    while total(high) < target_epsilon - tolerance:
+        middle = (low + high) / 2.0
+        if total(middle) > target_epsilon:
+            low = middle
+        else:
+            high = middle
+        if high - low < 1e-6:
+            break
+    return high

@@ -44,3 +44,12 @@ def test_batch(dataset: SceneDataset, index: np.ndarray) -> ModelInputs:
     candidates = np.concatenate([dataset.test_item[index, None],
                                  dataset.test_negatives[index]], axis=1)
     return gather_inputs(dataset, candidates, dataset.test_history[index])
+
+
+def unlabelled_batch(dataset: SceneDataset, negatives: np.ndarray, index: np.ndarray
+                     ) -> tuple[ModelInputs, torch.Tensor]:
+    """Inputs without a next-item target: the user's history against random catalogue
+    items. The labels are all zero and unused (an unlabelled scene has no such loss)."""
+    candidates = np.ascontiguousarray(negatives[index])
+    labels = torch.zeros(candidates.shape, dtype=torch.float32)
+    return gather_inputs(dataset, candidates, dataset.train_history[index]), labels

@@ -133,7 +133,24 @@ class FederationConfig(_Strict):
     round_timeout_s: float = Field(3600.0, gt=0.0)
 
 
-TransferArm = Literal["local", "probe", "finetune", "meta", "zeroshot"]
+class AlignmentConfig(_Strict):
+    """Domain-adversarial alignment (DANN) of the shared encoder across scenes.
+
+    Each scene adds `weight` x the cross-entropy of a shared domain discriminator, fed the
+    encoder's user and item vectors through a gradient-reversal layer, to every example's
+    loss (so DP-SGD clips and noises it with the rest). Domains are the scenes of
+    `data.scenes`, in that order.
+    """
+
+    enabled: bool = Field(False, description="train with the adversarial term")
+    weight: float = Field(1.0, gt=0.0, description="adversarial loss weight per example")
+    unlabelled: list[str] = Field(
+        default_factory=list,
+        description="scenes that join with unlabelled data only: their users' histories "
+                    "and catalogue train the encoder and discriminator, no next-item target")
+
+
+TransferArm = Literal["local", "probe", "finetune", "meta", "dann", "zeroshot"]
 
 
 class TransferConfig(_Strict):
@@ -145,7 +162,7 @@ class TransferConfig(_Strict):
         default_factory=lambda: [0, 10, 100, 1000, "all"],
         description="labelled target interactions per adaptation (capped by the scene)")
     arms: list[TransferArm] = Field(
-        default_factory=lambda: ["local", "probe", "finetune", "meta", "zeroshot"])
+        default_factory=lambda: ["local", "probe", "finetune", "meta", "dann", "zeroshot"])
     source: Literal["fedavg", "fedper", "fedrep"] = Field(
         "fedper", description="the federated arm whose encoder probe/finetune/zeroshot use")
     adapt_epochs: float = Field(5.0, gt=0.0, description="passes over the k interactions")
@@ -153,6 +170,10 @@ class TransferConfig(_Strict):
         0.5, gt=0.0, description="Reptile outer step of the meta arm's federation")
     meta_local_epochs: float = Field(
         0.25, gt=0.0, description="inner steps of the meta arm's federation (few, as in Reptile)")
+    unlabelled_budget_share: float = Field(
+        0.5, gt=0.0, lt=1.0,
+        description="dann arm: the share of a target's epsilon it spends joining federation "
+                    "with unlabelled data; adaptation gets the rest")
 
     @model_validator(mode="after")
     def _shots(self) -> TransferConfig:
@@ -199,6 +220,19 @@ class ExperimentConfig(_Strict):
     federation: FederationConfig = FederationConfig()
     simulation: SimulationConfig = SimulationConfig()
     transfer: TransferConfig = TransferConfig()
+    alignment: AlignmentConfig = AlignmentConfig()
+
+    def domain_index(self, scene: str) -> int:
+        """The scene's class for the domain discriminator: its place in `data.scenes`."""
+        if scene not in self.data.scenes:
+            raise ConfigError(f"alignment: scene {scene!r} is not in data.scenes "
+                              f"({', '.join(self.data.scenes) or 'empty'}); list every "
+                              f"federating scene there so each has a domain")
+        return self.data.scenes.index(scene)
+
+    def aligned(self, algorithm: str) -> bool:
+        """Alignment needs a shared encoder: it applies to the federated algorithms only."""
+        return self.alignment.enabled and algorithm in ("fedavg", "fedper", "fedrep")
 
     def to_json(self) -> str:
         return self.model_dump_json()

@@ -6,6 +6,11 @@ buckets) and is what federation shares. `head.*` scores (user, item) pairs for o
 catalogue and so are never shared, not even by `fedavg`. Every layer is one Opacus supports
 (Embedding, Linear, LayerNorm) and each is called once per forward pass, as ghost clipping
 requires.
+
+With domain-adversarial alignment a third group, `disc.*`, is a domain discriminator that
+reads the encoder's user and item vectors through a gradient-reversal layer: it learns to
+tell scenes apart while the encoder learns to make them indistinguishable. It is shared and
+averaged like the encoder, since a scene alone only ever sees its own domain.
 """
 
 from __future__ import annotations
@@ -15,11 +20,12 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from fedscene.common.config import ModelConfig
+from fedscene.common.config import ExperimentConfig, ModelConfig
 
 ENCODER = "encoder."
 HEAD = "head."
 LOCAL_IDS = "head.local_ids."
+DISC = "disc."
 
 
 class SharedEncoder(nn.Module):
@@ -84,28 +90,84 @@ class SceneHead(nn.Module):
         return logits
 
 
-class SceneModel(nn.Module):
-    """Logits [B, n_candidates] for candidates given the user's history."""
+class _ReverseGradient(torch.autograd.Function):
+    """Identity forward; the gradient is negated on the way back."""
 
-    def __init__(self, config: ModelConfig, n_items: int) -> None:
+    @staticmethod
+    def forward(ctx, inputs: torch.Tensor) -> torch.Tensor:
+        return inputs.view_as(inputs)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return -grad
+
+
+def reverse_gradient(inputs: torch.Tensor) -> torch.Tensor:
+    """Gradient-reversal layer (Ganin & Lempitsky 2015): what the discriminator learns to
+    minimise, the layers before it learn to maximise."""
+    return _ReverseGradient.apply(inputs)
+
+
+class DomainDiscriminator(nn.Module):
+    """Logits over the federation's scenes for each encoder vector it is given.
+
+    Linear and without a bias on purpose: each scene trains it with its own class only, and
+    a bias (or a hidden layer that can make a constant) would let every scene's copy just
+    predict "mine" for everything, which averages to a uniform, uninformative
+    discriminator. Without one, the averaged weights separate the scenes' vectors.
+    """
+
+    def __init__(self, dim: int, domains: int) -> None:
+        super().__init__()
+        self.out = nn.Linear(dim, domains, bias=False)
+
+    def forward(self, vectors: torch.Tensor) -> torch.Tensor:
+        return self.out(reverse_gradient(vectors))
+
+
+class SceneModel(nn.Module):
+    """Logits [B, n_candidates] for candidates given the user's history.
+
+    With `domains` > 0 the model also holds the discriminator; while `return_domains` is set
+    (only during aligned training) forward returns (logits, domain logits [B, 1 + K, domains])
+    for the user vector followed by the K candidate vectors.
+    """
+
+    def __init__(self, config: ModelConfig, n_items: int, domains: int = 0) -> None:
         super().__init__()
         self.encoder = SharedEncoder(config)
         self.head = SceneHead(config, n_items)
+        self.disc = DomainDiscriminator(config.embedding_dim, domains) if domains > 0 else None
+        self.return_domains = False
 
     def forward(self, tokens: torch.Tensor, price: torch.Tensor, category: torch.Tensor,
-                item_mask: torch.Tensor, item_ids: torch.Tensor) -> torch.Tensor:
+                item_mask: torch.Tensor, item_ids: torch.Tensor
+                ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         n_candidates = item_ids.shape[1]
         users, candidates = self.encoder(tokens, price, category, item_mask, n_candidates)
-        return self.head(users, candidates, item_ids)
+        logits = self.head(users, candidates, item_ids)
+        if not self.return_domains or self.disc is None:
+            return logits
+        vectors = torch.cat([users.unsqueeze(1), candidates], dim=1)  # one call: ghost clipping
+        return logits, self.disc(vectors)
 
 
-def shared_prefixes(algorithm: str) -> tuple[str, ...]:
-    """Which parameter groups an algorithm sends to the server."""
+def build_model(config: ExperimentConfig, n_items: int, algorithm: str) -> SceneModel:
+    """The model a scene trains under `algorithm`: with a discriminator over the scenes of
+    `data.scenes` when the run is aligned."""
+    domains = len(config.data.scenes) if config.aligned(algorithm) else 0
+    return SceneModel(config.model, n_items, domains)
+
+
+def shared_prefixes(algorithm: str, aligned: bool = False) -> tuple[str, ...]:
+    """Which parameter groups an algorithm sends to the server (plus `disc.` if aligned)."""
     if algorithm == "fedavg":
-        return (ENCODER, HEAD)
-    if algorithm in ("fedper", "fedrep"):
-        return (ENCODER,)
-    return ()
+        groups: tuple[str, ...] = (ENCODER, HEAD)
+    elif algorithm in ("fedper", "fedrep"):
+        groups = (ENCODER,)
+    else:
+        return ()
+    return groups + (DISC,) if aligned else groups
 
 
 def is_shared(name: str, prefixes: tuple[str, ...]) -> bool:

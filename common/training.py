@@ -18,7 +18,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from fedscene.common import dp_norms  # noqa: F401  (registers the fast embedding norms)
-from fedscene.common.batches import train_batch
+from fedscene.common.batches import train_batch, unlabelled_batch
 from fedscene.common.config import TrainingConfig
 from fedscene.common.data.scene import SceneDataset
 
@@ -46,6 +46,82 @@ class ExampleLoss(nn.Module):
         if self.reduction == "sum":
             return per_example.sum()
         return per_example.mean()
+
+
+class AlignedExampleLoss(nn.Module):
+    """Per example: the recommendation loss (labelled scenes only) plus `weight` x the
+    domain discriminator's cross-entropy on the example's user and candidate vectors.
+
+    The discriminator minimises the second term; through the gradient-reversal layer the
+    encoder maximises it. Both terms belong to the one example, so per-example clipping
+    bounds the whole contribution of a record.
+    """
+
+    def __init__(self, domain: int, weight: float, labelled: bool,
+                 reduction: str = "mean") -> None:
+        super().__init__()
+        self.domain, self.weight, self.labelled = domain, weight, labelled
+        self.reduction = reduction
+        self._recommendation = ExampleLoss("none")
+
+    def forward(self, outputs: tuple[torch.Tensor, torch.Tensor], labels: torch.Tensor
+                ) -> torch.Tensor:
+        logits, domain_logits = outputs
+        batch, vectors, domains = domain_logits.shape
+        target = torch.full((batch * vectors,), self.domain, dtype=torch.long)
+        adversarial = nn.functional.cross_entropy(
+            domain_logits.reshape(-1, domains), target, reduction="none").view(batch, vectors)
+        per_example = self.weight * adversarial.mean(1)
+        if self.labelled:
+            per_example = per_example + self._recommendation(logits, labels)
+        if self.reduction == "none":
+            return per_example
+        if self.reduction == "sum":
+            return per_example.sum()
+        return per_example.mean()
+
+
+@dataclass(frozen=True)
+class Alignment:
+    """Domain-adversarial training of one scene: its domain class and loss weight.
+
+    An unlabelled scene trains on its users' histories against random catalogue items (no
+    next-item target), with the adversarial term alone.
+
+    The discriminator (`anchored` prefixes) is evaluated at its value from the start of the
+    call for every step, and its steps are summed and applied at the end. A scene sees only
+    its own domain, so a discriminator it trained step by step would learn to answer "mine"
+    to everything and the average of such copies tells nothing apart. Summed at a fixed
+    point, the averaged update is the gradient of the multi-domain loss over all scenes'
+    examples, as if the discriminator were trained centrally; the encoder meanwhile trains
+    step by step against that fixed discriminator.
+    """
+
+    domain: int
+    weight: float
+    labelled: bool = True
+    anchored: tuple[str, ...] = ("disc.",)
+
+
+class _Anchor:
+    """Sums the steps of some parameters while holding them at their starting value."""
+
+    def __init__(self, model: nn.Module, prefixes: tuple[str, ...]) -> None:
+        self.params = {n: p for n, p in model.named_parameters()
+                       if prefixes and n.startswith(prefixes) and p.requires_grad}
+        self.start = {n: p.detach().clone() for n, p in self.params.items()}
+        self.moved = {n: torch.zeros_like(p) for n, p in self.params.items()}
+
+    def after_step(self) -> None:
+        with torch.no_grad():
+            for name, param in self.params.items():
+                self.moved[name].add_(param - self.start[name])
+                param.copy_(self.start[name])
+
+    def release(self) -> None:
+        with torch.no_grad():
+            for name, param in self.params.items():
+                param.copy_(self.start[name] + self.moved[name])
 
 
 @dataclass(frozen=True)
@@ -87,13 +163,19 @@ def _index_loader(n: int, batch_size: int, seed: int) -> DataLoader:
                       shuffle=True, generator=generator)
 
 
+def _criterion(alignment: Alignment | None) -> nn.Module:
+    if alignment is None:
+        return ExampleLoss()
+    return AlignedExampleLoss(alignment.domain, alignment.weight, alignment.labelled)
+
+
 def _make_private(model: nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader,
-                  dp: DPSettings, seed: int):
+                  dp: DPSettings, seed: int, criterion: nn.Module):
     engine = PrivacyEngine(accountant="prv")  # accounting is the caller's; this one is unused
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         made = engine.make_private(
-            module=model, optimizer=optimizer, data_loader=loader, criterion=ExampleLoss(),
+            module=model, optimizer=optimizer, data_loader=loader, criterion=criterion,
             noise_multiplier=dp.noise_multiplier, max_grad_norm=dp.max_grad_norm,
             poisson_sampling=True, grad_sample_mode=dp.grad_sample_mode,
             noise_generator=torch.Generator().manual_seed(seed + 7919),
@@ -101,28 +183,34 @@ def _make_private(model: nn.Module, optimizer: torch.optim.Optimizer, loader: Da
     if dp.grad_sample_mode == "ghost":
         return made
     module, optimizer, loader = made
-    return module, optimizer, ExampleLoss(), loader
+    return module, optimizer, criterion, loader
 
 
 def train_local(model: nn.Module, dataset: SceneDataset, negatives: np.ndarray,
                 training: TrainingConfig, *, epochs: float, trainable: tuple[str, ...] = (),
                 dp: DPSettings | None = None, proximal: Proximal | None = None,
-                seed: int = 0) -> TrainReport:
+                alignment: Alignment | None = None, seed: int = 0) -> TrainReport:
     """Train `model` in place for `epochs` passes; only parameters under `trainable` prefixes
-    (all when empty) change. Returns what ran, for the accountant and the ledger."""
+    (all when empty) change. With `alignment` the model must hold a discriminator and the
+    loss gains the adversarial term. Returns what ran, for the accountant and the ledger."""
     rate, steps = sample_rate_and_steps(dataset.n_train, training.batch_size, epochs)
     torch.manual_seed(seed)
     work = copy.deepcopy(model)  # Opacus hooks stay on the copy, never on the caller's model
     work.train()
+    work.return_domains = alignment is not None
     for name, param in work.named_parameters():
         param.requires_grad_(not trainable or name.startswith(trainable))
     params = [p for p in work.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=training.learning_rate, momentum=training.momentum)
     loader = _index_loader(dataset.n_train, training.batch_size, seed)
-    criterion: nn.Module = ExampleLoss()
+    criterion = _criterion(alignment)
+    labelled = alignment is None or alignment.labelled
+    batch_of = train_batch if labelled else unlabelled_batch
+    anchor = _Anchor(work, alignment.anchored if alignment else ())
     module: nn.Module = work
     if dp is not None:
-        module, optimizer, criterion, loader = _make_private(work, optimizer, loader, dp, seed)
+        module, optimizer, criterion, loader = _make_private(work, optimizer, loader, dp, seed,
+                                                             criterion)
     module.train()
     losses, examples, done = [], 0, 0
     while done < steps:
@@ -134,12 +222,16 @@ def train_local(model: nn.Module, dataset: SceneDataset, negatives: np.ndarray,
             optimizer.zero_grad(set_to_none=True)
             if len(index) == 0:  # an empty Poisson batch still takes a (pure noise) step
                 _noise_only_step(optimizer, params)
+                anchor.after_step()
                 continue
-            inputs, labels = train_batch(dataset, negatives, index.numpy())
+            inputs, labels = batch_of(dataset, negatives, index.numpy())
             loss = criterion(module(*inputs), labels)
             loss.backward()
             losses.append(float(loss.item()))
             _step(optimizer, work, proximal, dp is not None)
+            anchor.after_step()
+    anchor.release()
+    work.return_domains = False
     model.load_state_dict(work.state_dict())
     return TrainReport(steps=done, sample_rate=rate,
                        examples=examples, mean_loss=float(np.mean(losses)) if losses else 0.0)

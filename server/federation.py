@@ -14,7 +14,7 @@ from flwr.serverapp import Grid
 
 from fedscene.common.config import ExperimentConfig
 from fedscene.common.errors import ConfigError
-from fedscene.common.model import SceneModel, shared_prefixes, split_state
+from fedscene.common.model import build_model, shared_prefixes, split_state
 from fedscene.common.protocol import ALGORITHM, CONFIG_JSON, RUN_ID, SEED, STATE_ROOT
 from fedscene.server.strategy import ReplyObserver, SceneStrategy
 
@@ -37,7 +37,9 @@ def initial_shared(config: ExperimentConfig, algorithm: str, seed: int
                    ) -> dict[str, torch.Tensor]:
     """The shared group of a seeded fresh model (clients seed their models identically)."""
     torch.manual_seed(seed)
-    return split_state(SceneModel(config.model, 1).state_dict(), shared_prefixes(algorithm))[0]
+    model = build_model(config, 1, algorithm)
+    return split_state(model.state_dict(),
+                       shared_prefixes(algorithm, config.aligned(algorithm)))[0]
 
 
 def run_federation(grid: Grid, config: ExperimentConfig, *, algorithm: str, num_nodes: int,

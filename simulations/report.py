@@ -136,6 +136,18 @@ def _plot_adaptation(out_dir: Path, transfer: dict[str, Any], metric: str) -> st
     return _save(fig, out_dir, "adaptation", metric)
 
 
+def _separability_lines(separability: dict[str, Any]) -> list[str]:
+    first = next(iter(separability.values()))
+    lines = ["", "## Can the scenes be told apart from the shared encoder?", "",
+             f"Held-out accuracy of a linear classifier that predicts the scene "
+             f"({', '.join(first['scenes'])}) from the final encoder's vectors; chance is "
+             f"{first['chance']:.3f}. Closer to chance means better aligned (`-dann` arms "
+             f"train for it).", "", "| arm | user vectors | item vectors |", "|---|---|---|"]
+    lines += [f"| {arm} | {v['users']:.3f} | {v['items']:.3f} |"
+              for arm, v in separability.items()]
+    return lines
+
+
 def _transfer_lines(transfer: dict[str, Any], flagged: list[dict[str, Any]]) -> list[str]:
     lines = ["", "## Transfer to held-out scenes (HR@10)", "",
              "Each cell: mean [95% interval]; gain over local-only with the same k, paired over "
@@ -246,6 +258,8 @@ def render_report(results: dict[str, Any], plots: list[str]) -> str:
                 cells.append(f"{g['mean']:+.3f} [{g['low']:+.3f}, {g['high']:+.3f}] "
                              f"{g['verdict']}")
             lines.append(f"| {scene} | " + " | ".join(cells) + " |")
+    if results.get("domain_separability"):
+        lines += _separability_lines(results["domain_separability"])
     if results.get("transfer"):
         lines += _transfer_lines(results["transfer"], results["negative_transfer"])
     lines += ["", "## Privacy spent (cumulative epsilon of the most-spent scene)", "",

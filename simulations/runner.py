@@ -32,6 +32,7 @@ from fedscene.common.metrics import METRICS
 from fedscene.common.protocol import scene_dirname
 from fedscene.server.strategy import ReplyObserver
 from fedscene.simulations.centralized import run_centralized
+from fedscene.simulations.domain_probe import domain_separability
 from fedscene.simulations.engine import run_arm
 from fedscene.simulations.report import write_outputs
 from fedscene.simulations.results import (
@@ -41,7 +42,7 @@ from fedscene.simulations.results import (
     scene_table,
     worst_and_spread,
 )
-from fedscene.simulations.transfer import negative_transfer, run_transfer
+from fedscene.simulations.transfer import TransferStart, negative_transfer, run_transfer
 
 Progress = Callable[[str], None]
 
@@ -116,45 +117,85 @@ def build_datasets(config: ExperimentConfig
 
 @dataclass(frozen=True)
 class ArmPlan:
-    """One arm of the run: an algorithm under one privacy setting."""
+    """One arm of the run: an algorithm under one privacy setting and variant."""
 
     label: str
     algorithm: str
     privacy: str  # "epsilon 8", "no DP"
     config: ExperimentConfig
+    baseline: str = ""  # the local arm its gains are measured against
 
 
-def plan_arms(config: ExperimentConfig) -> list[ArmPlan]:
-    """Arms x privacy settings; `centralized` (never private) runs once."""
+def _privacy_settings(config: ExperimentConfig) -> list[tuple[str, str, ExperimentConfig]]:
+    """(label suffix, description, config) per privacy setting of the run."""
     sweep = config.simulation.privacy_sweep
-    settings: list[tuple[str, str, ExperimentConfig]] = []
     if not sweep:
         label = f"epsilon {config.privacy.epsilon:g}" if config.privacy.enabled else "no DP"
-        settings.append(("", label, config))
+        return [("", label, config)]
+    settings = []
     for value in sweep:
         privacy = (config.privacy.model_copy(update={"enabled": False}) if value == "none"
                    else config.privacy.model_copy(update={"enabled": True, "epsilon": value}))
         suffix = "@noDP" if value == "none" else f"@eps{value:g}"
         label = "no DP" if value == "none" else f"epsilon {value:g}"
         settings.append((suffix, label, config.model_copy(update={"privacy": privacy})))
+    return settings
+
+
+def aligned_variant(config: ExperimentConfig) -> ExperimentConfig:
+    """The run with domain-adversarial alignment on; transfer targets (if any) join the
+    federation with unlabelled data and spend `transfer.unlabelled_budget_share` of their
+    budget doing so, keeping the rest for adaptation."""
+    targets = [t for t in config.transfer.targets if t not in config.data.scenes]
+    unlabelled = [*config.alignment.unlabelled,
+                  *[t for t in targets if t not in config.alignment.unlabelled]]
+    privacy = config.privacy
+    if targets:
+        share = config.transfer.unlabelled_budget_share
+        budgets = dict(privacy.scenes)
+        for target in targets:
+            budget = privacy.budget_for(target)
+            budgets[target] = budget.model_copy(update={"epsilon": budget.epsilon * share})
+        privacy = privacy.model_copy(update={"scenes": budgets})
+    return config.model_copy(update={
+        "alignment": config.alignment.model_copy(update={"enabled": True,
+                                                         "unlabelled": unlabelled}),
+        "data": config.data.model_copy(update={"scenes": [*config.data.scenes, *targets]}),
+        "privacy": privacy})
+
+
+def plan_arms(config: ExperimentConfig) -> list[ArmPlan]:
+    """Arms x privacy settings, each federated arm also aligned when `alignment.enabled`;
+    `centralized` (never private) runs once; transfer adds the arms its encoders come from."""
+    plain = config.model_copy(update={"alignment": config.alignment.model_copy(
+        update={"enabled": False})})
+    settings = _privacy_settings(plain)
     plans = []
     transfer = config.transfer
     if transfer.targets and "meta" in transfer.arms:
         # The meta arm's encoder: the source algorithm with few inner steps and a Reptile
         # outer step, so that a few local steps adapt it.
-        meta = config.model_copy(update={
+        meta = plain.model_copy(update={
             "federation": config.federation.model_copy(
                 update={"server_learning_rate": transfer.meta_server_learning_rate}),
             "training": config.training.model_copy(
                 update={"local_epochs": transfer.meta_local_epochs})})
         plans.append(ArmPlan(f"{transfer.source}-reptile", transfer.source,
-                             settings[0][1], meta))
+                             settings[0][1], meta, baseline="local"))
     for algorithm in config.simulation.arms:
         if algorithm == "centralized":
-            plans.append(ArmPlan("centralized", "centralized", "no DP", config))
+            plans.append(ArmPlan("centralized", "centralized", "no DP", plain))
             continue
-        plans += [ArmPlan(algorithm + suffix, algorithm, label, variant)
-                  for suffix, label, variant in settings]
+        for suffix, label, variant in settings:
+            plans.append(ArmPlan(algorithm + suffix, algorithm, label, variant,
+                                 baseline="local" + suffix))
+            if config.alignment.enabled and algorithm != "local":
+                plans.append(ArmPlan(f"{algorithm}-dann{suffix}", algorithm, label,
+                                     aligned_variant(variant), baseline="local" + suffix))
+    dann = f"{transfer.source}-dann"
+    if transfer.targets and "dann" in transfer.arms and dann not in {p.label for p in plans}:
+        plans.append(ArmPlan(dann, transfer.source, settings[0][1],
+                             aligned_variant(settings[0][2]), baseline="local"))
     return plans
 
 
@@ -234,13 +275,14 @@ def run_experiment(config: ExperimentConfig, out_dir: Path, *, overwrite: bool =
             plan, datasets, out_dir, run_id, progress, observer, verbose)
         round_rows += rows
     for plan in plans:
-        base = "local" + plan.label[len(plan.algorithm):]  # local under the same privacy
+        base = plan.baseline  # local under the same privacy
         if plan.algorithm == "local" or base not in per_user:
             continue
         arms[plan.label]["gain_over_local"] = {
             d.scene: gain(per_user[plan.label][d.scene], per_user[base][d.scene], samples, 0)
             for d in datasets if d.scene in per_user[plan.label] and d.scene in per_user[base]}
         arms[plan.label]["gain_baseline"] = base
+    separability = _separability(config, plans, datasets + targets, out_dir)
     transfer = None
     if targets:
         transfer = run_transfer(config, targets, out_dir, _transfer_inits(config, plans,
@@ -249,6 +291,7 @@ def run_experiment(config: ExperimentConfig, out_dir: Path, *, overwrite: bool =
         "run_id": run_id, "config": json.loads(config.to_json()),
         "scenes": [_scene_summary(d) for d in datasets],
         "arms": arms, "baselines": _baselines(datasets, samples),
+        "domain_separability": separability,
         "transfer": transfer,
         "negative_transfer": negative_transfer(transfer) if transfer else [],
         "timings": {"total_s": time.time() - started,
@@ -260,27 +303,45 @@ def run_experiment(config: ExperimentConfig, out_dir: Path, *, overwrite: bool =
 
 
 def _transfer_inits(config: ExperimentConfig, plans: list[ArmPlan], out_dir: Path
-                    ) -> dict[str, dict[int, dict]]:
-    """Per transfer arm and seed: the final global shared parameters it starts from."""
-    source = next((p for p in plans if p.algorithm == config.transfer.source
-                   and not p.label.endswith("-reptile")), None)
-    if source is None:
-        raise FedsceneError(f"transfer.source {config.transfer.source!r} is not among "
-                            f"simulation.arms; add it there")
-    meta = next((p for p in plans if p.label.endswith("-reptile")), None)
+                    ) -> dict[str, dict[int, TransferStart]]:
+    """Per transfer arm and seed: the final global shared parameters it starts from, and
+    for `dann` the federation's state of the targets (they took part, unlabelled)."""
+    source = config.transfer.source
+    by_label = {p.label: p for p in plans}
+    if source not in by_label:
+        raise FedsceneError(f"transfer.source {source!r} is not among simulation.arms; "
+                            f"add it there")
     rounds = config.federation.rounds
-
-    def final(plan: ArmPlan, seed: int) -> dict:
-        path = (out_dir / "arms" / f"{plan.label}-seed{seed}" / "checkpoints"
-                / f"round_{rounds:04d}.pt")
-        return torch.load(path)
-
-    inits: dict[str, dict[int, dict]] = {}
+    arm_source = {"probe": source, "finetune": source, "zeroshot": source,
+                  "meta": f"{source}-reptile", "dann": f"{source}-dann"}
+    inits: dict[str, dict[int, TransferStart]] = {}
     for arm in config.transfer.arms:
-        plan = meta if arm == "meta" else source if arm != "local" else None
-        if plan is not None:
-            inits[arm] = {seed: final(plan, seed) for seed in config.simulation.seeds}
+        if arm == "local":
+            continue
+        label = arm_source[arm]
+        inits[arm] = {}
+        for seed in config.simulation.seeds:
+            arm_dir = out_dir / "arms" / f"{label}-seed{seed}"
+            shared = torch.load(arm_dir / "checkpoints" / f"round_{rounds:04d}.pt")
+            inits[arm][seed] = TransferStart(
+                shared, arm_dir / "scenes" if arm == "dann" else None)
     return inits
+
+
+def _separability(config: ExperimentConfig, plans: list[ArmPlan],
+                  datasets: list[SceneDataset], out_dir: Path) -> dict[str, Any]:
+    """Per arm with a shared encoder: how well a linear probe tells the scenes (targets
+    included) apart from its final encoder, first seed; see `domain_probe`."""
+    seed = config.simulation.seeds[0]
+    out: dict[str, Any] = {}
+    for plan in plans:
+        if plan.algorithm not in ("fedavg", "fedper", "fedrep") or len(datasets) < 2:
+            continue
+        path = (out_dir / "arms" / f"{plan.label}-seed{seed}" / "checkpoints"
+                / f"round_{plan.config.federation.rounds:04d}.pt")
+        if path.exists():
+            out[plan.label] = domain_separability(config, datasets, torch.load(path), seed)
+    return out
 
 
 def _scene_summary(d: SceneDataset) -> dict[str, Any]:

@@ -9,6 +9,9 @@ target's full test set:
 - `probe`: the federated encoder frozen, a new head trained;
 - `finetune`: the federated encoder and a new head, all trained;
 - `meta`: as finetune, from an encoder federated with the Reptile-style server update;
+- `dann`: as finetune, from an encoder federated with domain-adversarial alignment, in
+  which the target took part with unlabelled data; that participation already spent part
+  of the target's budget, so its adaptation continues the same ledger with what is left;
 - `zeroshot` (k = 0 only): the federated encoder's user-item similarity, no training.
 
 A gain whose interval lies below zero is reported as negative transfer.
@@ -16,14 +19,15 @@ A gain whose interval lies below zero is reported as negative transfer.
 
 from __future__ import annotations
 
-from dataclasses import replace
+import shutil
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from fedscene.client.budget import load_or_create_plan, record_training
+from fedscene.client.budget import plan_remaining, record_training, spent_history
 from fedscene.client.state import SceneState
 from fedscene.common.config import ExperimentConfig
 from fedscene.common.data import SceneDataset
@@ -35,6 +39,16 @@ from fedscene.common.training import DPSettings, sample_rate_and_steps, train_lo
 from fedscene.simulations.results import PerUser, average_seeds, gain, scene_table
 
 Shot = int | str
+CARRIED_STATE = ("ledger.jsonl", "privacy.json", "status.json")
+
+
+@dataclass(frozen=True)
+class TransferStart:
+    """Where an arm starts: the federation's final shared parameters and, when the target
+    took part in that federation, its state directory there (whose ledger continues)."""
+
+    shared: dict[str, torch.Tensor]
+    target_states: Path | None = None
 
 
 def few_shot(dataset: SceneDataset, k: Shot, seed: int) -> SceneDataset:
@@ -91,11 +105,21 @@ def _model(config: ExperimentConfig, dataset: SceneDataset, seed: int,
     return model
 
 
+def _carry_state(start: TransferStart | None, scene: str, state_dir: Path) -> None:
+    """Continue the target's federation ledger and plan in the adaptation's directory."""
+    if start is None or start.target_states is None:
+        return
+    source = start.target_states / scene_dirname(scene)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    for name in CARRIED_STATE:
+        if (source / name).exists():
+            shutil.copy2(source / name, state_dir / name)
+
+
 def adapt(config: ExperimentConfig, target: SceneDataset, arm: str, k: Shot, seed: int,
-          shared: dict[str, torch.Tensor] | None, state_dir: Path
-          ) -> tuple[PerUser, dict[str, Any]]:
+          start: TransferStart | None, state_dir: Path) -> tuple[PerUser, dict[str, Any]]:
     """Adapt one arm with k interactions; per-user test metrics and the privacy spent."""
-    model = _model(config, target, seed, shared)
+    model = _model(config, target, seed, start.shared if start else None)
     if arm == "zeroshot":
         return evaluate_users(target, encoder_scorer(model)), {}
     subset = few_shot(target, k, seed)
@@ -104,10 +128,12 @@ def adapt(config: ExperimentConfig, target: SceneDataset, arm: str, k: Shot, see
         epochs = config.transfer.adapt_epochs
         dp = None
         if config.privacy.enabled:
+            _carry_state(start, target.scene, state_dir)
             state = SceneState(state_dir, target.scene)
+            history = spent_history(state)
             rate, steps = sample_rate_and_steps(subset.n_train, config.training.batch_size,
                                                 epochs)
-            plan = load_or_create_plan(state, config.privacy, subset.n_train, rate, steps)
+            plan = plan_remaining(state, config.privacy, subset.n_train, rate, steps, history)
             dp = DPSettings(plan.noise_multiplier, plan.max_grad_norm,
                             config.privacy.grad_sample_mode)
         trainable = ("head.",) if arm == "probe" else ()
@@ -116,18 +142,19 @@ def adapt(config: ExperimentConfig, target: SceneDataset, arm: str, k: Shot, see
                              config.training, epochs=epochs, trainable=trainable, dp=dp,
                              seed=seed)
         if dp is not None:
-            entry = record_training(state, plan, run_id=f"transfer-{arm}-k{k}", round_=1,
-                                    algorithm=f"transfer:{arm}", steps=report.steps,
-                                    history=[], extra={"shots": str(k)})
+            entry = record_training(state, plan, run_id=f"transfer-{arm}-k{k}",
+                                    round_=len(history) + 1, algorithm=f"transfer:{arm}",
+                                    steps=report.steps, history=history,
+                                    extra={"shots": str(k)})
             privacy = {"epsilon": entry["epsilon"], "budget_epsilon": plan.epsilon,
-                       "records": subset.n_train}
+                       "records": subset.n_train, "noise_multiplier": plan.noise_multiplier,
+                       "earlier_entries": len(history)}
     return evaluate_users(target, model_scorer(model)), privacy
 
 
 def run_transfer(config: ExperimentConfig, targets: list[SceneDataset], out_dir: Path,
-                 initial: dict[str, dict[int, dict[str, torch.Tensor]]], progress
-                 ) -> dict[str, Any]:
-    """Every target x k x arm x seed; `initial[arm][seed]` is the arm's shared init."""
+                 initial: dict[str, dict[int, TransferStart]], progress) -> dict[str, Any]:
+    """Every target x k x arm x seed; `initial[arm][seed]` is where the arm starts."""
     samples = config.simulation.bootstrap_samples
     results: dict[str, Any] = {}
     for target in targets:
@@ -142,10 +169,10 @@ def run_transfer(config: ExperimentConfig, targets: list[SceneDataset], out_dir:
             for arm in arms:
                 runs = []
                 for seed in config.simulation.seeds:
-                    shared = initial.get(arm, {}).get(seed)
+                    start = initial.get(arm, {}).get(seed)
                     state_dir = (out_dir / "transfer" / scene_dirname(target.scene)
                                  / f"{arm}-k{k}-seed{seed}")
-                    per_user, spent = adapt(config, target, arm, k, seed, shared, state_dir)
+                    per_user, spent = adapt(config, target, arm, k, seed, start, state_dir)
                     runs.append(per_user)
                     if spent:
                         privacy.setdefault(arm, []).append(spent)
