@@ -88,12 +88,13 @@ class Alignment:
     An unlabelled scene trains on its users' histories against random catalogue items (no
     next-item target), with the adversarial term alone.
 
-    The discriminator (`anchored` prefixes) is evaluated at its value from the start of the
-    call for every step, and its steps are summed and applied at the end. A scene sees only
-    its own domain, so a discriminator it trained step by step would learn to answer "mine"
-    to everything and the average of such copies tells nothing apart. Summed at a fixed
-    point, the averaged update is the gradient of the multi-domain loss over all scenes'
-    examples, as if the discriminator were trained centrally; the encoder meanwhile trains
+    The discriminator (`anchored` prefixes) is held at its value from the start of the call
+    for every step; its steps are averaged and applied at the end, `anchored_steps` times.
+    A scene sees only its own domain, so a discriminator it trained step by step would learn
+    to answer "mine" to everything and the average of such copies tells nothing apart. Held
+    at one point, the scenes' averaged update is a descent step on the multi-domain loss
+    over all their examples, as if the discriminator were trained centrally, and every scene
+    moves it by the same number of steps whatever its size. The encoder meanwhile trains
     step by step against that fixed discriminator.
     """
 
@@ -101,12 +102,14 @@ class Alignment:
     weight: float
     labelled: bool = True
     anchored: tuple[str, ...] = ("disc.",)
+    anchored_steps: float = 5.0
 
 
 class _Anchor:
-    """Sums the steps of some parameters while holding them at their starting value."""
+    """Holds some parameters at their starting value; applies their mean step x `steps`."""
 
-    def __init__(self, model: nn.Module, prefixes: tuple[str, ...]) -> None:
+    def __init__(self, model: nn.Module, prefixes: tuple[str, ...], steps: float) -> None:
+        self.scale, self.taken = steps, 0
         self.params = {n: p for n, p in model.named_parameters()
                        if prefixes and n.startswith(prefixes) and p.requires_grad}
         self.start = {n: p.detach().clone() for n, p in self.params.items()}
@@ -117,11 +120,13 @@ class _Anchor:
             for name, param in self.params.items():
                 self.moved[name].add_(param - self.start[name])
                 param.copy_(self.start[name])
+        self.taken += 1
 
     def release(self) -> None:
         with torch.no_grad():
             for name, param in self.params.items():
-                param.copy_(self.start[name] + self.moved[name])
+                param.copy_(self.start[name]
+                            + self.moved[name] * (self.scale / max(self.taken, 1)))
 
 
 @dataclass(frozen=True)
@@ -206,7 +211,8 @@ def train_local(model: nn.Module, dataset: SceneDataset, negatives: np.ndarray,
     criterion = _criterion(alignment)
     labelled = alignment is None or alignment.labelled
     batch_of = train_batch if labelled else unlabelled_batch
-    anchor = _Anchor(work, alignment.anchored if alignment else ())
+    anchor = (_Anchor(work, alignment.anchored, alignment.anchored_steps) if alignment
+              else _Anchor(work, (), 0.0))
     module: nn.Module = work
     if dp is not None:
         module, optimizer, criterion, loader = _make_private(work, optimizer, loader, dp, seed,

@@ -9,6 +9,8 @@ import json
 import pytest
 
 from fedscene.common.config import ExperimentConfig
+from fedscene.common.ledger import read_ledger
+from fedscene.simulations.cli import main
 from fedscene.simulations.runner import run_experiment
 from fedscene.simulations.transfer import few_shot
 from tests.conftest import synthetic_data
@@ -50,6 +52,38 @@ def test_unrelated_scenes_claim_no_gain(tmp_path):
     for entry in results["transfer"]["scene3"]["shots"].values():
         for arm, gains in entry["gain"].items():
             assert gains["hr@10"]["verdict"] != "gain", arm
+
+
+def test_dann_target_joins_unlabelled_and_its_budget_continues_into_adaptation(tmp_path):
+    config = _config(0.3, ["local", "dann"]).model_copy(update={})
+    config = ExperimentConfig.model_validate(json.loads(config.to_json()) | {
+        "privacy": {"enabled": True, "epsilon": 8.0},
+        "federation": {"rounds": 2},
+        "transfer": {"targets": ["scene3"], "shots": [100], "arms": ["local", "dann"]}})
+    replies: list[tuple[str, set[str]]] = []
+    run = tmp_path / "run"
+    results = run_experiment(config, run, progress=lambda _: None,
+                             observer=lambda _, scene, content: replies.append(
+                                 (scene, set(content["arrays"].keys()))))
+    assert set(results["arms"]) == {"fedper", "fedper-dann"}
+    aligned = [keys for _, keys in replies if "disc.out.weight" in keys]
+    assert len(aligned) == 2 * 4  # rounds x (three labelled scenes + the unlabelled target)
+    assert not any(k.startswith("head.") for _, keys in replies for k in keys)
+    assert {scene for scene, keys in replies if "disc.out.weight" not in keys} == {
+        "scene0", "scene1", "scene2"}  # the target takes part in the aligned arm only
+
+    federated = read_ledger(run / "arms" / "fedper-dann-seed0" / "scenes" / "scene3"
+                            / "ledger.jsonl").entries
+    assert [e["alignment"] for e in federated] == ["adversarial, unlabelled"] * 2
+    assert all(e["local_state_in"] == e["local_state_out"] for e in federated)  # no head
+    assert federated[-1]["budget_epsilon"] == 4.0 and federated[-1]["epsilon"] <= 4.0
+    adapted = read_ledger(run / "transfer" / "scene3" / "dann-k100-seed0" / "ledger.jsonl")
+    assert adapted.intact and len(adapted.entries) == 3  # the federation's two, continued
+    assert federated[-1]["epsilon"] < adapted.entries[-1]["epsilon"] <= 8.0
+    local = read_ledger(run / "transfer" / "scene3" / "local-k100-seed0" / "ledger.jsonl")
+    assert len(local.entries) == 1 and local.entries[0]["epsilon"] <= 8.0
+    assert set(results["domain_separability"]) == {"fedper", "fedper-dann"}
+    assert main(["audit", str(run)]) == 0
 
 
 def test_few_shot_takes_whole_users_from_training_data(small_scene):

@@ -1,0 +1,36 @@
+"""Which arms a run plans: aligned twins, transfer sources, and their baselines."""
+
+from fedscene.common.config import ExperimentConfig
+from fedscene.simulations.runner import plan_arms
+
+
+def _config(**sections) -> ExperimentConfig:
+    return ExperimentConfig.model_validate({
+        "data": {"scenes": ["a", "b"]}, "simulation": {"arms": ["local", "fedper"]}} | sections)
+
+
+def test_alignment_adds_an_aligned_twin_of_each_federated_arm():
+    plans = {p.label: p for p in plan_arms(_config(
+        alignment={"enabled": True}, simulation={"arms": ["local", "fedper"],
+                                                 "privacy_sweep": [8.0, "none"]}))}
+    assert sorted(plans) == ["fedper-dann@eps8", "fedper-dann@noDP", "fedper@eps8",
+                             "fedper@noDP", "local@eps8", "local@noDP"]
+    assert plans["fedper-dann@noDP"].config.alignment.enabled
+    assert not plans["fedper-dann@noDP"].config.privacy.enabled
+    assert plans["fedper-dann@noDP"].baseline == "local@noDP"
+    assert not plans["fedper@eps8"].config.alignment.enabled  # the comparison, same run
+
+
+def test_dann_transfer_arm_federates_targets_unlabelled_under_part_of_their_budget():
+    config = _config(privacy={"epsilon": 6.0, "scenes": {"t": {"epsilon": 2.0}}},
+                     transfer={"targets": ["t", "u"], "arms": ["local", "dann"],
+                               "unlabelled_budget_share": 0.25})
+    plans = {p.label: p for p in plan_arms(config)}
+    assert sorted(plans) == ["fedper", "fedper-dann", "local"]
+    aligned = plans["fedper-dann"].config
+    assert aligned.data.scenes == ["a", "b", "t", "u"]
+    assert aligned.alignment.enabled and aligned.alignment.unlabelled == ["t", "u"]
+    assert aligned.privacy.budget_for("t").epsilon == 0.5
+    assert aligned.privacy.budget_for("u").epsilon == 1.5
+    assert aligned.privacy.budget_for("a").epsilon == 6.0
+    assert not plans["fedper"].config.alignment.enabled
