@@ -89,7 +89,8 @@ def alignment_of(config: ExperimentConfig, algorithm: str, scene: str) -> Alignm
     if not config.aligned(algorithm):
         return None
     return Alignment(config.domain_index(scene), config.alignment.weight,
-                     labelled=scene not in config.alignment.unlabelled)
+                     labelled=scene not in config.alignment.unlabelled,
+                     anchored_steps=config.alignment.discriminator_steps)
 
 
 def steps_per_round(config: ExperimentConfig, algorithm: str, n_train: int

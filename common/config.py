@@ -144,6 +144,9 @@ class AlignmentConfig(_Strict):
 
     enabled: bool = Field(False, description="train with the adversarial term")
     weight: float = Field(1.0, gt=0.0, description="adversarial loss weight per example")
+    discriminator_steps: float = Field(
+        5.0, gt=0.0, description="the discriminator's round update: its mean step at the "
+                                 "round's start, applied this many times")
     unlabelled: list[str] = Field(
         default_factory=list,
         description="scenes that join with unlabelled data only: their users' histories "
