@@ -6,13 +6,15 @@ test data) under the target's own privacy budget and ledger, and is evaluated on
 target's full test set:
 
 - `local`: a fresh model, the baseline every gain is measured against;
-- `probe`: the federated encoder frozen, a new head trained;
-- `finetune`: the federated encoder and a new head, all trained;
+- `probe`: the federated encoder frozen, the head trained (new, or from the federation's
+  shared head when the source algorithm shares one, as `fedavg` does);
+- `finetune`: the federated encoder and the head, all trained;
 - `meta`: as finetune, from an encoder federated with the Reptile-style server update;
 - `dann`: as finetune, from an encoder federated with domain-adversarial alignment, in
   which the target took part with unlabelled data; that participation already spent part
   of the target's budget, so its adaptation continues the same ledger with what is left;
-- `zeroshot` (k = 0 only): the federated encoder's user-item similarity, no training.
+- `zeroshot` (k = 0 only): no training; the shared model as it is when it includes a head,
+  else the federated encoder's user-item similarity.
 
 A gain whose interval lies below zero is reported as negative transfer.
 """
@@ -33,7 +35,7 @@ from fedscene.common.config import ExperimentConfig
 from fedscene.common.data import SceneDataset
 from fedscene.common.data.scene import train_negatives
 from fedscene.common.evaluation import Scorer, evaluate_users, model_scorer
-from fedscene.common.model import SceneModel
+from fedscene.common.model import ENCODER, HEAD, LOCAL_IDS, SceneModel
 from fedscene.common.protocol import scene_dirname
 from fedscene.common.training import DPSettings, sample_rate_and_steps, train_local
 from fedscene.simulations.results import PerUser, average_seeds, gain, scene_table
@@ -97,12 +99,20 @@ def encoder_scorer(model: SceneModel) -> Scorer:
 
 def _model(config: ExperimentConfig, dataset: SceneDataset, seed: int,
            shared: dict[str, torch.Tensor] | None) -> SceneModel:
+    """A fresh model for the target with what federation shared: the encoder, and the
+    head's scoring layers when the source shared them (`fedavg`). The discriminator and
+    local item ids are never carried over."""
     torch.manual_seed(seed)
     model = SceneModel(config.model, dataset.n_items)
-    if shared:  # the encoder only: a new scene gets a new head
-        model.load_state_dict({k: v for k, v in shared.items() if k.startswith("encoder.")},
+    if shared:
+        model.load_state_dict({k: v for k, v in shared.items()
+                               if k.startswith((ENCODER, HEAD)) and not k.startswith(LOCAL_IDS)},
                               strict=False)
     return model
+
+
+def _has_shared_head(shared: dict[str, torch.Tensor] | None) -> bool:
+    return bool(shared) and any(k.startswith(HEAD) for k in shared)
 
 
 def _carry_state(start: TransferStart | None, scene: str, state_dir: Path) -> None:
@@ -120,8 +130,10 @@ def adapt(config: ExperimentConfig, target: SceneDataset, arm: str, k: Shot, see
           start: TransferStart | None, state_dir: Path) -> tuple[PerUser, dict[str, Any]]:
     """Adapt one arm with k interactions; per-user test metrics and the privacy spent."""
     model = _model(config, target, seed, start.shared if start else None)
-    if arm == "zeroshot":
-        return evaluate_users(target, encoder_scorer(model)), {}
+    if arm == "zeroshot":  # the shared model as it is; without a shared head, similarity
+        scorer = (model_scorer(model) if _has_shared_head(start.shared if start else None)
+                  else encoder_scorer(model))
+        return evaluate_users(target, scorer), {}
     subset = few_shot(target, k, seed)
     privacy: dict[str, Any] = {}
     if k != 0 and subset.n_train > 0:

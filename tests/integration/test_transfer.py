@@ -18,7 +18,7 @@ from tests.conftest import synthetic_data
 pytestmark = pytest.mark.integration
 
 
-def _config(shift: float, arms: list[str]) -> ExperimentConfig:
+def _config(shift: float, arms: list[str], source: str = "fedavg") -> ExperimentConfig:
     data = json.loads(synthetic_data(num_scenes=4, users_per_scene=80, shift=shift)
                       .model_dump_json())
     return ExperimentConfig.model_validate({
@@ -26,9 +26,9 @@ def _config(shift: float, arms: list[str]) -> ExperimentConfig:
         "model": {"embedding_dim": 16, "hash_buckets": 1024, "head_hidden": 16},
         "privacy": {"enabled": False},  # the mechanics of transfer; DP is tested elsewhere
         "federation": {"rounds": 3},
-        "simulation": {"arms": ["fedper"], "bootstrap_samples": 300,
-                       "object_store_mb": 100},
-        "transfer": {"targets": ["scene3"], "shots": [0, 10, 100], "arms": arms}})
+        "simulation": {"arms": [source], "bootstrap_samples": 300, "object_store_mb": 100},
+        "transfer": {"targets": ["scene3"], "shots": [0, 10, 100], "arms": arms,
+                     "source": source}})
 
 
 def test_shared_structure_transfers(tmp_path):
@@ -38,9 +38,11 @@ def test_shared_structure_transfers(tmp_path):
     shots = results["transfer"]["scene3"]["shots"]
     assert set(shots) == {"0", "10", "100"}
     assert set(shots["0"]["metrics"]) == {"local", "zeroshot"}
-    for arm in ("probe", "finetune"):
-        hr = shots["100"]["gain"][arm]["hr@10"]
-        assert hr["low"] > 0 and hr["verdict"] == "gain", (arm, hr)
+    # fedavg shares the head's scoring layers, so the target starts with a trained head:
+    # the gain shows from k = 0 (the shared model as it is) and at k = 10 and 100.
+    for k, arm in (("0", "zeroshot"), ("10", "probe"), ("100", "probe"), ("100", "finetune")):
+        hr = shots[k]["gain"][arm]["hr@10"]
+        assert hr["low"] > 0 and hr["verdict"] == "gain", (k, arm, hr)
     report = (tmp_path / "run" / "report.md").read_text()
     assert "Transfer to held-out scenes" in report
     assert (tmp_path / "run" / "adaptation_hr10.png").exists()
@@ -55,11 +57,12 @@ def test_unrelated_scenes_claim_no_gain(tmp_path):
 
 
 def test_dann_target_joins_unlabelled_and_its_budget_continues_into_adaptation(tmp_path):
-    config = _config(0.3, ["local", "dann"]).model_copy(update={})
+    config = _config(0.3, ["local", "dann"], source="fedper")
     config = ExperimentConfig.model_validate(json.loads(config.to_json()) | {
         "privacy": {"enabled": True, "epsilon": 8.0},
         "federation": {"rounds": 2},
-        "transfer": {"targets": ["scene3"], "shots": [100], "arms": ["local", "dann"]}})
+        "transfer": {"targets": ["scene3"], "shots": [100], "arms": ["local", "dann"],
+                     "source": "fedper"}})
     replies: list[tuple[str, set[str]]] = []
     run = tmp_path / "run"
     results = run_experiment(config, run, progress=lambda _: None,
