@@ -173,6 +173,9 @@ class TransferConfig(_Strict):
         0.5, gt=0.0, description="Reptile outer step of the meta arm's federation")
     meta_local_epochs: float = Field(
         0.25, gt=0.0, description="inner steps of the meta arm's federation (few, as in Reptile)")
+    unlabelled_targets: bool = Field(
+        True, description="dann arm: targets join the aligned federation with unlabelled "
+                          "data; false: only the federating scenes are aligned")
     unlabelled_budget_share: float = Field(
         0.5, gt=0.0, lt=1.0,
         description="dann arm: the share of a target's epsilon it spends joining federation "

@@ -143,10 +143,12 @@ def _privacy_settings(config: ExperimentConfig) -> list[tuple[str, str, Experime
 
 
 def aligned_variant(config: ExperimentConfig) -> ExperimentConfig:
-    """The run with domain-adversarial alignment on; transfer targets (if any) join the
-    federation with unlabelled data and spend `transfer.unlabelled_budget_share` of their
-    budget doing so, keeping the rest for adaptation."""
-    targets = [t for t in config.transfer.targets if t not in config.data.scenes]
+    """The run with domain-adversarial alignment on. Transfer targets (if any, and unless
+    `transfer.unlabelled_targets` is false) join the federation with unlabelled data and
+    spend `transfer.unlabelled_budget_share` of their budget doing so, keeping the rest for
+    adaptation."""
+    targets = ([t for t in config.transfer.targets if t not in config.data.scenes]
+               if config.transfer.unlabelled_targets else [])
     unlabelled = [*config.alignment.unlabelled,
                   *[t for t in targets if t not in config.alignment.unlabelled]]
     privacy = config.privacy

@@ -34,3 +34,11 @@ def test_dann_transfer_arm_federates_targets_unlabelled_under_part_of_their_budg
     assert aligned.privacy.budget_for("u").epsilon == 1.5
     assert aligned.privacy.budget_for("a").epsilon == 6.0
     assert not plans["fedper"].config.alignment.enabled
+
+
+def test_targets_can_stay_out_of_the_aligned_federation():
+    config = _config(transfer={"targets": ["t"], "arms": ["local", "dann"],
+                               "unlabelled_targets": False})
+    aligned = {p.label: p for p in plan_arms(config)}["fedper-dann"].config
+    assert aligned.data.scenes == ["a", "b"] and aligned.alignment.unlabelled == []
+    assert aligned.privacy.budget_for("t").epsilon == config.privacy.epsilon
