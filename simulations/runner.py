@@ -309,8 +309,7 @@ def _transfer_inits(config: ExperimentConfig, plans: list[ArmPlan], out_dir: Pat
     """Per transfer arm and seed: the final global shared parameters it starts from, and
     for `dann` the federation's state of the targets (they took part, unlabelled)."""
     source = config.transfer.source
-    by_label = {p.label: p for p in plans}
-    if source not in by_label:
+    if source not in {p.label for p in plans}:
         raise FedsceneError(f"transfer.source {source!r} is not among simulation.arms; "
                             f"add it there")
     rounds = config.federation.rounds
