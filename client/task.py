@@ -93,13 +93,14 @@ def alignment_of(config: ExperimentConfig, algorithm: str, scene: str) -> Alignm
                      anchored_steps=config.alignment.discriminator_steps)
 
 
-def steps_per_round(config: ExperimentConfig, algorithm: str, n_train: int
-                    ) -> tuple[float, int, int]:
-    """(sample rate, head-only steps, joint/encoder steps) of one round."""
+def steps_per_round(config: ExperimentConfig, algorithm: str, n_train: int,
+                    unlabelled: bool = False) -> tuple[float, int, int]:
+    """(sample rate, head-only steps, joint/encoder steps) of one round. Only fedrep has a
+    head-only phase, and not for an unlabelled scene, which has no target to fit a head to."""
     batch = config.training.batch_size
     rate, steps = sample_rate_and_steps(n_train, batch, config.training.local_epochs)
     head_steps = (sample_rate_and_steps(n_train, batch, config.training.head_epochs)[1]
-                  if algorithm == "fedrep" else 0)
+                  if algorithm == "fedrep" and not unlabelled else 0)
     return rate, head_steps, steps
 
 
@@ -128,9 +129,7 @@ def train_round(state: SceneState, dataset: SceneDataset, request: RoundRequest
     prefixes = shared_prefixes(algorithm, config.aligned(algorithm))
     alignment = alignment_of(config, algorithm, state.scene)
     unlabelled = alignment is not None and not alignment.labelled
-    rate, head_steps, steps = steps_per_round(config, algorithm, dataset.n_train)
-    if unlabelled:  # no target to fit a head to: one encoder/discriminator phase
-        head_steps = 0
+    rate, head_steps, steps = steps_per_round(config, algorithm, dataset.n_train, unlabelled)
     total = head_steps + steps
     private = config.privacy.enabled
     history: list[tuple[float, float, int]] = spent_history(state)

@@ -27,6 +27,15 @@ warnings.filterwarnings("ignore", message="Full backward hook is firing")
 warnings.filterwarnings("ignore", message="Secure RNG turned off")
 
 
+def _reduce(per_example: torch.Tensor, reduction: str) -> torch.Tensor:
+    """Per-example losses as Opacus asks for them: kept ("none"), summed or averaged."""
+    if reduction == "none":
+        return per_example
+    if reduction == "sum":
+        return per_example.sum()
+    return per_example.mean()
+
+
 class ExampleLoss(nn.Module):
     """Binary cross-entropy summed over one example's candidates.
 
@@ -41,11 +50,7 @@ class ExampleLoss(nn.Module):
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         per_example = nn.functional.binary_cross_entropy_with_logits(
             logits, labels, reduction="none").sum(1)
-        if self.reduction == "none":
-            return per_example
-        if self.reduction == "sum":
-            return per_example.sum()
-        return per_example.mean()
+        return _reduce(per_example, self.reduction)
 
 
 class AlignedExampleLoss(nn.Module):
@@ -74,11 +79,7 @@ class AlignedExampleLoss(nn.Module):
         per_example = self.weight * adversarial.mean(1)
         if self.labelled:
             per_example = per_example + self._recommendation(logits, labels)
-        if self.reduction == "none":
-            return per_example
-        if self.reduction == "sum":
-            return per_example.sum()
-        return per_example.mean()
+        return _reduce(per_example, self.reduction)
 
 
 @dataclass(frozen=True)

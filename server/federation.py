@@ -33,6 +33,11 @@ class FederationOutcome:
     round_seconds: dict[int, float] = field(default_factory=dict)
 
 
+def checkpoint_path(arm_dir: Path, server_round: int) -> Path:
+    """Where the global shared parameters after `server_round` are saved (0: the start)."""
+    return arm_dir / "checkpoints" / f"round_{server_round:04d}.pt"
+
+
 def initial_shared(config: ExperimentConfig, algorithm: str, seed: int
                    ) -> dict[str, torch.Tensor]:
     """The shared group of a seeded fresh model (clients seed their models identically)."""
@@ -53,11 +58,10 @@ def run_federation(grid: Grid, config: ExperimentConfig, *, algorithm: str, num_
     strategy = SceneStrategy(num_nodes, server_learning_rate=federation.server_learning_rate,
                              server_momentum=federation.server_momentum,
                              weighted=federation.send_num_examples, observer=observer)
-    checkpoints = out_dir / "checkpoints"
-    checkpoints.mkdir(parents=True, exist_ok=True)
+    checkpoint_path(out_dir, 0).parent.mkdir(parents=True, exist_ok=True)
 
     def checkpoint(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
-        torch.save(arrays.to_torch_state_dict(), checkpoints / f"round_{server_round:04d}.pt")
+        torch.save(arrays.to_torch_state_dict(), checkpoint_path(out_dir, server_round))
         return None
 
     settings = ConfigRecord({CONFIG_JSON: config.to_json(), ALGORITHM: algorithm,

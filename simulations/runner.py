@@ -30,6 +30,7 @@ from fedscene.common.evaluation import evaluate_users, item_counts, popularity_s
 from fedscene.common.ledger import read_ledger
 from fedscene.common.metrics import METRICS
 from fedscene.common.protocol import scene_dirname
+from fedscene.server.federation import checkpoint_path
 from fedscene.server.strategy import ReplyObserver
 from fedscene.simulations.centralized import run_centralized
 from fedscene.simulations.domain_probe import domain_separability
@@ -323,7 +324,7 @@ def _transfer_inits(config: ExperimentConfig, plans: list[ArmPlan], out_dir: Pat
         inits[arm] = {}
         for seed in config.simulation.seeds:
             arm_dir = out_dir / "arms" / f"{label}-seed{seed}"
-            shared = torch.load(arm_dir / "checkpoints" / f"round_{rounds:04d}.pt")
+            shared = torch.load(checkpoint_path(arm_dir, rounds))
             inits[arm][seed] = TransferStart(
                 shared, arm_dir / "scenes" if arm == "dann" else None)
     return inits
@@ -338,8 +339,8 @@ def _separability(config: ExperimentConfig, plans: list[ArmPlan],
     for plan in plans:
         if plan.algorithm not in ("fedavg", "fedper", "fedrep") or len(datasets) < 2:
             continue
-        path = (out_dir / "arms" / f"{plan.label}-seed{seed}" / "checkpoints"
-                / f"round_{plan.config.federation.rounds:04d}.pt")
+        path = checkpoint_path(out_dir / "arms" / f"{plan.label}-seed{seed}",
+                               plan.config.federation.rounds)
         if path.exists():
             out[plan.label] = domain_separability(config, datasets, torch.load(path), seed)
     return out
