@@ -20,6 +20,7 @@ from fedscene.client.task import (
     evaluate_round,
     load_scene_dataset,
     raw_dataset,
+    released_metrics,
     train_round,
 )
 from fedscene.common.config import ExperimentConfig
@@ -36,6 +37,7 @@ from fedscene.common.protocol import (
     SERVER_ROUND,
     STATE_ROOT,
     STATUS,
+    TRAINED,
     scene_dirname,
 )
 
@@ -49,7 +51,11 @@ def _resolve(message: Message, context: Context) -> tuple[RoundRequest, SceneSta
     settings = message.content[CONFIG_RECORD]
     config = ExperimentConfig.from_json(str(settings[CONFIG_JSON]))
     node = context.node_config
-    if "scene" in node:
+    if "scene" in node:  # a partner's SuperNode: deployment
+        if config.privacy.reproducible_noise:
+            raise FedsceneError("privacy.reproducible_noise = true in a deployment: the "
+                                "coordinator could regenerate and remove the DP noise; set it "
+                                "to false in the campaign config")
         scene = str(node["scene"])
     else:
         index = int(node["partition-id"])
@@ -88,22 +94,27 @@ def _reply(message: Message, metrics: dict[str, float], status: ConfigRecord,
 
 @app.train()
 def train(message: Message, context: Context) -> Message:
-    """Train the scene for one round; reply with only the shared parameters."""
+    """Train the scene for one round; reply with the noised shared parameters and, only
+    when the config opts in, metrics ledgered as released without DP."""
     arrived = time.time()
     request, state = _resolve(message, context)
     dataset = load_scene_dataset(request.config, state.scene)
     loaded = time.time()
     outcome = train_round(state, dataset, request)
+    status = ConfigRecord({"scene": state.scene, "status": outcome.status})
+    if outcome.status != TRAINED:
+        return _reply(message, {}, status, {})
     timings = {"process-uptime-s": arrived - PROCESS_STARTED, "load-s": loaded - arrived,
                "train-s": time.time() - loaded}
-    status = ConfigRecord({"scene": state.scene, "status": outcome.status})
-    return _reply(message, outcome.metrics | timings, status, outcome.shared)
+    metrics = released_metrics(state, request, outcome.metrics | timings, dataset.n_train)
+    return _reply(message, metrics, status, outcome.shared)
 
 
 @app.evaluate()
 def evaluate(message: Message, context: Context) -> Message:
-    """Evaluate the scene with the global shared part and its local head."""
+    """Evaluate the scene with the global shared part and its local head. The results stay
+    in the state directory; they are sent only when the config opts in (ledgered)."""
     request, state = _resolve(message, context)
     dataset = load_scene_dataset(request.config, state.scene)
-    metrics = evaluate_round(state, dataset, request)
+    metrics = released_metrics(state, request, evaluate_round(state, dataset, request))
     return _reply(message, metrics, ConfigRecord({"scene": state.scene, "status": "evaluated"}))

@@ -1,28 +1,23 @@
 """One scene's round, independent of Flower: restore, train or evaluate, save, report.
 
-What leaves the scene is only what `shared_prefixes(algorithm, aligned)` names, plus the
-metrics the caller chooses to send; the head, the ledger and per-user results stay in the
-state directory.
+What leaves the scene is only what `shared_prefixes(algorithm, aligned)` names, noised by
+DP-SGD under the scene's privacy account. Loss, timings, metrics and dataset size leave
+only when the config opts in (`federation.release_metrics`, `federation.send_num_examples`),
+and then each release is ledgered as without DP (`release`). The head, the ledger and
+per-user results stay in the state directory.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any
 
 import numpy as np
 import torch
 
-from fedscene.client.budget import (
-    PrivacyPlan,
-    load_or_create_plan,
-    record_training,
-    spent_history,
-    would_exceed,
-)
+from fedscene.client.privacy import PrivacyAccount
 from fedscene.client.state import SceneState, params_digest
-from fedscene.common.accounting import epsilon
 from fedscene.common.config import DataConfig, ExperimentConfig, ModelConfig
 from fedscene.common.data import RawDataset, SceneDataset, build_scene, load_raw_dataset
 from fedscene.common.data.scene import train_negatives
@@ -38,7 +33,9 @@ from fedscene.common.model import (
     shared_prefixes,
     split_state,
 )
+from fedscene.common.privacy_units import unit_of
 from fedscene.common.protocol import BUDGET_EXHAUSTED, NUM_EXAMPLES, TRAINED
+from fedscene.common.randomness import noise_source
 from fedscene.common.training import (
     Alignment,
     DPSettings,
@@ -79,6 +76,9 @@ class RoundRequest:
 
 @dataclass
 class TrainOutcome:
+    """A round's result: status, the shared update, and metrics that may be released (they
+    leave the scene only through `released_metrics`)."""
+
     status: str  # TRAINED or BUDGET_EXHAUSTED
     shared: dict[str, torch.Tensor]
     metrics: dict[str, float]
@@ -93,13 +93,14 @@ def alignment_of(config: ExperimentConfig, algorithm: str, scene: str) -> Alignm
                      anchored_steps=config.alignment.discriminator_steps)
 
 
-def steps_per_round(config: ExperimentConfig, algorithm: str, n_train: int,
+def steps_per_round(config: ExperimentConfig, algorithm: str, units: int,
                     unlabelled: bool = False) -> tuple[float, int, int]:
-    """(sample rate, head-only steps, joint/encoder steps) of one round. Only fedrep has a
-    head-only phase, and not for an unlabelled scene, which has no target to fit a head to."""
+    """(sample rate, head-only steps, joint/encoder steps) of one round over `units` privacy
+    units. Only fedrep has a head-only phase, and not for an unlabelled scene, which has no
+    target to fit a head to."""
     batch = config.training.batch_size
-    rate, steps = sample_rate_and_steps(n_train, batch, config.training.local_epochs)
-    head_steps = (sample_rate_and_steps(n_train, batch, config.training.head_epochs)[1]
+    rate, steps = sample_rate_and_steps(units, batch, config.training.local_epochs)
+    head_steps = (sample_rate_and_steps(units, batch, config.training.head_epochs)[1]
                   if algorithm == "fedrep" and not unlabelled else 0)
     return rate, head_steps, steps
 
@@ -122,6 +123,11 @@ def restore_model(state: SceneState, dataset: SceneDataset, request: RoundReques
     return model
 
 
+def training_seed(request: RoundRequest) -> int:
+    """The seed of reproducible noise (`privacy.reproducible_noise`, simulations only)."""
+    return int(np.random.default_rng([request.seed, request.round]).integers(2**31))
+
+
 def train_round(state: SceneState, dataset: SceneDataset, request: RoundRequest
                 ) -> TrainOutcome:
     """Train one round under the scene's budget; save state; return the shared update."""
@@ -129,79 +135,72 @@ def train_round(state: SceneState, dataset: SceneDataset, request: RoundRequest
     prefixes = shared_prefixes(algorithm, config.aligned(algorithm))
     alignment = alignment_of(config, algorithm, state.scene)
     unlabelled = alignment is not None and not alignment.labelled
-    rate, head_steps, steps = steps_per_round(config, algorithm, dataset.n_train, unlabelled)
+    unit = unit_of(config.privacy)
+    units = unit.count(dataset)
+    rate, head_steps, steps = steps_per_round(config, algorithm, units, unlabelled)
     total = head_steps + steps
-    private = config.privacy.enabled
-    history: list[tuple[float, float, int]] = spent_history(state)
-    plan, epsilon_after = None, None
-    if private:
-        plan = load_or_create_plan(state, config.privacy, dataset.n_train, rate,
-                                   config.federation.rounds * total)
-        if plan.sample_rate != rate:
-            raise FedsceneError(f"scene {state.scene}: sample rate {rate:.6g} differs from "
-                                f"the plan's {plan.sample_rate:.6g}; keep training.batch_size "
-                                f"and the data fixed under one budget")
-        exceeded, epsilon_after = would_exceed(plan, history, total)
+    account = PrivacyAccount(state, config.privacy)
+    dp, epsilon_after = None, None
+    if config.privacy.enabled:
+        plan = account.plan_campaign(unit, units, rate, config.federation.rounds * total)
+        exceeded, epsilon_after = account.would_exceed(total)
         if exceeded:
-            return TrainOutcome(BUDGET_EXHAUSTED, {}, {
-                BUDGET_EXHAUSTED: 1.0, "epsilon": _spent(plan, history),
-                "budget-epsilon": plan.epsilon})
+            return TrainOutcome(BUDGET_EXHAUSTED, {}, {})
+        dp = DPSettings(plan.noise_multiplier, plan.max_grad_norm,
+                        config.privacy.grad_sample_mode)
     model = restore_model(state, dataset, request)
     # Digest now: state_dict() tensors alias the parameters training will change.
     digest_in = params_digest(split_state(model.state_dict(), prefixes)[1])
-    dp = (DPSettings(plan.noise_multiplier, plan.max_grad_norm,
-                     config.privacy.grad_sample_mode) if plan else None)
     proximal = (Proximal({k: v.clone() for k, v in request.shared.items()},
                          config.federation.proximal_mu)
                 if config.federation.proximal_mu > 0 and request.shared else None)
-    seed = int(np.random.default_rng([request.seed, request.round]).integers(2**31))
+    randomness = noise_source(config.privacy.reproducible_noise, training_seed(request))
     negatives = train_negatives(dataset, config.data.train_negatives, request.seed,
                                 request.round)
     losses = []
     if head_steps:
         report = train_local(model, dataset, negatives, config.training,
-                             epochs=config.training.head_epochs, trainable=(HEAD,), dp=dp,
-                             seed=seed)
+                             epochs=config.training.head_epochs, unit=unit,
+                             randomness=randomness, trainable=(HEAD,), dp=dp)
         losses.append(report.mean_loss)
     trainable: tuple[str, ...] = ()
     if algorithm == "fedrep" or unlabelled:
         trainable = (ENCODER, DISC) if alignment else (ENCODER,)
     report = train_local(model, dataset, negatives, config.training,
-                         epochs=config.training.local_epochs, trainable=trainable, dp=dp,
-                         proximal=proximal, alignment=alignment, seed=seed + 1)
+                         epochs=config.training.local_epochs, unit=unit, randomness=randomness,
+                         trainable=trainable, dp=dp, proximal=proximal, alignment=alignment)
     losses.append(report.mean_loss)
+    report = replace(report, steps=total)
     shared, local = split_state(model.state_dict(), prefixes)
     extra: dict[str, Any] = {"head_steps": head_steps, "local_state_in": digest_in,
                               "local_state_out": params_digest(local)}
     if alignment is not None:
         extra["alignment"] = "adversarial" + ("" if alignment.labelled else ", unlabelled")
-    entry = _ledger(state, plan, request, total, history, extra, epsilon_after)
+    what = {"run_id": request.run_id, "round_": request.round, "algorithm": algorithm,
+            "extra": extra}
+    entry = (account.record_training(report, unit, unit.group_sizes(
+                 dataset, config.data.history_length), epsilon_after=epsilon_after, **what)
+             if dp is not None else account.record_without_dp(report, **what))
     state.save_local(local, {"round": request.round, "run_id": request.run_id,
                              "algorithm": algorithm, "ledger_head": entry["hash"]})
     metrics = {"train-loss": float(np.mean(losses)), "steps": float(total),
                "epsilon": float(entry["epsilon"])}
-    if config.federation.send_num_examples:
-        metrics[NUM_EXAMPLES] = float(dataset.n_train)
     return TrainOutcome(TRAINED, shared, metrics)
 
 
-def _spent(plan: PrivacyPlan, history: list[tuple[float, float, int]]) -> float:
-    return epsilon(history, plan.delta, plan.accountant)
-
-
-def _ledger(state: SceneState, plan: PrivacyPlan | None, request: RoundRequest, steps: int,
-            history: list[tuple[float, float, int]], extra: dict[str, Any],
-            epsilon_after: float | None) -> dict[str, Any]:
-    """Every training call is ledgered; without DP its epsilon is infinite, as it is."""
-    if plan is not None:
-        return record_training(state, plan, run_id=request.run_id, round_=request.round,
-                               algorithm=request.algorithm, steps=steps, history=history,
-                               extra=extra, epsilon_after=epsilon_after)
-    no_dp = PrivacyPlan(epsilon=float("inf"), delta=0.0, noise_multiplier=0.0, sample_rate=0.0,
-                        max_grad_norm=0.0, planned_steps=0, accountant="none", records=0)
-    return record_training(state, no_dp, run_id=request.run_id, round_=request.round,
-                           algorithm=request.algorithm, steps=steps, history=history,
-                           extra=extra | {"mechanism": "none (privacy disabled)"})
+def released_metrics(state: SceneState, request: RoundRequest, metrics: dict[str, float],
+                     num_examples: int | None = None) -> dict[str, float]:
+    """What of `metrics` (and the dataset size) may leave the scene in a reply, each value
+    ledgered as released without DP; nothing unless the config opts in."""
+    federation = request.config.federation
+    out = dict(metrics) if federation.release_metrics else {}
+    if num_examples is not None and federation.send_num_examples:
+        out[NUM_EXAMPLES] = float(num_examples)
+    if out:
+        PrivacyAccount(state, request.config.privacy).record_release(
+            list(out), run_id=request.run_id, round_=request.round,
+            reason="federation.release_metrics / send_num_examples in the config")
+    return out
 
 
 def evaluate_round(state: SceneState, dataset: SceneDataset, request: RoundRequest

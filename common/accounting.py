@@ -27,8 +27,6 @@ warnings.filterwarnings("ignore", message="divide by zero encountered in log",
 
 MECHANISM = "poisson-subsampled-gaussian (DP-SGD)"
 SAMPLING = "poisson"
-PRIVACY_UNIT = "record: one interaction (with the user's preceding items and its negatives)"
-NEIGHBOURING = "add-or-remove-one-record"
 
 
 def compress(history: Iterable[tuple[float, float, int]]) -> Composition:

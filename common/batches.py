@@ -12,12 +12,13 @@ ModelInputs = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torc
 
 def gather_inputs(dataset: SceneDataset, candidates: np.ndarray, history: np.ndarray
                   ) -> ModelInputs:
-    """Inputs for [B, K] candidate items scored against [B, L] history items.
+    """Inputs for [..., K] candidate items scored against [..., L] history items.
 
-    Returns (tokens [B,C,T], price [B,C], category [B,C], item_mask [B,C], item_ids [B,K])
-    where C = K + L and the candidates come first.
+    Returns (tokens [...,C,T], price [...,C], category [...,C], item_mask [...,C],
+    item_ids [...,K]) where C = K + L and the candidates come first. The leading dimensions
+    are [B] examples, or [shoppers, examples] for shopper-level training.
     """
-    items = np.concatenate([candidates, history], axis=1)
+    items = np.concatenate([candidates, history], axis=-1)
     present = items != PAD
     safe = np.where(present, items, 0)
     tokens = dataset.item_tokens[safe] * present[..., None]

@@ -98,19 +98,49 @@ class TrainingConfig(_Strict):
 
 
 class SceneBudget(_Strict):
-    """A privacy budget for one scene; delta 0 means 0.1 / number of training records."""
+    """A scene's lifetime privacy budget; delta 0 means min(1e-5, 0.1 / privacy units)."""
 
     epsilon: float = Field(8.0, gt=0.0)
     delta: float = Field(0.0, ge=0.0, lt=1.0)
+    campaign_epsilon: float = Field(
+        0.0, ge=0.0, description="cumulative epsilon this campaign may reach (0: the whole "
+                                 "lifetime budget); the rest stays for later campaigns")
+
+    @model_validator(mode="after")
+    def _campaign_within_lifetime(self) -> SceneBudget:
+        if self.campaign_epsilon > self.epsilon:
+            raise ValueError(f"campaign_epsilon {self.campaign_epsilon} exceeds the lifetime "
+                             f"epsilon {self.epsilon}; lower it")
+        return self
+
+
+PrivacyUnitName = Literal["shopper", "example"]
 
 
 class PrivacyConfig(_Strict):
-    """Record-level DP-SGD at every client."""
+    """DP-SGD at every client, by default with the shopper as the privacy unit.
+
+    `unit = "shopper"`: Poisson sampling over shoppers; each sampled shopper's examples in a
+    step (at most `max_examples_per_shopper`, drawn at random) are clipped as one
+    contribution, and noise and accounting count shoppers. `unit = "example"`: each training
+    example is sampled and clipped on its own (kept for comparison: a purchase enters up to
+    `data.history_length + 1` examples and a shopper all of theirs, so neither is protected
+    at the ledger's epsilon).
+    """
 
     enabled: bool = True
+    unit: PrivacyUnitName = Field("shopper", description="what one neighbouring change adds "
+                                                          "or removes: a shopper or an example")
+    max_examples_per_shopper: int = Field(
+        16, ge=1, description="shopper unit: examples of one shopper used in one step")
     epsilon: float = Field(8.0, gt=0.0, description="default budget of every scene")
-    delta: float = Field(0.0, ge=0.0, lt=1.0, description="0: 0.1 / records of the scene")
+    delta: float = Field(0.0, ge=0.0, lt=1.0,
+                         description="0: min(1e-5, 0.1 / units of the scene)")
     max_grad_norm: float = Field(1.0, gt=0.0)
+    reproducible_noise: bool = Field(
+        False, description="simulation only: draw DP noise and sampling from the run's seed so "
+                           "a run repeats exactly. NOT private (whoever knows the seed can "
+                           "remove the noise); every ledger entry says so and the audit fails")
     grad_sample_mode: Literal["ghost", "hooks", "functorch", "ew"] = "ghost"
     accountant: Literal["prv", "rdp"] = "prv"
     scenes: dict[str, SceneBudget] = Field(default_factory=dict)
@@ -128,8 +158,12 @@ class FederationConfig(_Strict):
     server_momentum: float = Field(0.0, ge=0.0, lt=1.0)
     proximal_mu: float = Field(0.0, ge=0.0)
     send_num_examples: bool = Field(
-        True, description="false: replies carry no dataset size and averaging is unweighted"
-    )
+        False, description="true: replies carry the scene's dataset size (released without "
+                           "DP and ledgered as such) and averaging is weighted by it")
+    release_metrics: bool = Field(
+        False, description="true: replies carry training loss, timings and evaluation "
+                           "metrics, each release ledgered as without DP; false: nothing but "
+                           "the noised shared parameters leaves a scene")
     round_timeout_s: float = Field(3600.0, gt=0.0)
 
 

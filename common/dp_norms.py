@@ -1,9 +1,14 @@
-"""A faster per-example gradient-norm sampler for `nn.Embedding` under ghost clipping.
+"""Per-unit gradient-norm samplers for ghost clipping, registered with Opacus on import.
 
-Opacus computes the same norms by deduplicating (example, token) pairs with
-`torch.unique(dim=0)`, a lexicographic sort that dominates a training step on CPU (about
-80% of it for the scene model). Encoding each pair as one integer, example * vocab + token,
-makes it a 1-D sort with identical results. Importing this module registers it.
+- `nn.Embedding`: Opacus computes the same norms by deduplicating (unit, token) pairs with
+  `torch.unique(dim=0)`, a lexicographic sort that dominates a training step on CPU (about
+  80% of it for the scene model). Encoding each pair as one integer, unit * vocab + token,
+  makes it a 1-D sort with identical results.
+- `nn.Linear`: Opacus's ghost norm handles inputs of two or three dimensions and always
+  forms the [T, T] Gram matrices. A shopper-level batch is [shoppers, examples, items, d],
+  so here the middle dimensions are flattened into one T, and when T^2 exceeds the weight's
+  size the per-unit gradient (out x in) is formed instead, which is then cheaper (the mixed
+  rule of Bu et al., "Differentially private optimization on large model at small cost").
 """
 
 from __future__ import annotations
@@ -29,3 +34,25 @@ def embedding_norm_sample(layer: nn.Embedding, activations: list[torch.Tensor],
     squared = torch.zeros(batch, dtype=grads.dtype, device=grads.device)
     squared.index_add_(0, unique_keys // layer.num_embeddings, summed.pow(2).sum(1))
     return {layer.weight: squared.sqrt()}
+
+
+@register_norm_sampler(nn.Linear)
+def linear_norm_sample(layer: nn.Linear, activations: list[torch.Tensor],
+                       backprops: torch.Tensor) -> dict[nn.Parameter, torch.Tensor]:
+    """Per-unit L2 norms of a linear layer's weight and bias gradients: [batch] tensors."""
+    batch = backprops.shape[0]
+    grads = backprops.reshape(batch, -1, backprops.shape[-1])
+    inputs = activations[0].to(backprops.dtype).reshape(batch, -1, activations[0].shape[-1])
+    out: dict[nn.Parameter, torch.Tensor] = {}
+    if layer.weight.requires_grad:
+        positions = grads.shape[1]
+        if positions * positions <= layer.in_features * layer.out_features:
+            gram = torch.einsum("nik,njk->nij", grads, grads) * torch.einsum(
+                "nik,njk->nij", inputs, inputs)
+            out[layer.weight] = gram.sum((1, 2)).clamp(min=0).sqrt()
+        else:
+            per_unit = torch.einsum("nti,ntj->nij", grads, inputs)
+            out[layer.weight] = per_unit.flatten(1).norm(dim=1)
+    if layer.bias is not None and layer.bias.requires_grad:
+        out[layer.bias] = grads.sum(1).norm(dim=1)
+    return out

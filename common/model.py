@@ -43,19 +43,21 @@ class SharedEncoder(nn.Module):
 
     def forward(self, tokens: torch.Tensor, price: torch.Tensor, category: torch.Tensor,
                 item_mask: torch.Tensor, n_candidates: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Encode [B, C] items (candidates first, then history); return (user, candidates).
+        """Encode [..., C] items (candidates first, then history); return (user, candidates).
 
-        tokens: [B, C, T] hashed ids (0 = padding); item_mask: [B, C] (False = no item).
+        tokens: [..., C, T] hashed ids (0 = padding); item_mask: [..., C] (False = no item).
+        The leading dimensions are [B] for example-level batches and [shoppers, examples]
+        for shopper-level ones, where the first is the privacy unit Opacus clips.
         """
         token_mask = (tokens > 0).unsqueeze(-1).float()
-        text = (self.tokens(tokens) * token_mask).sum(2) / token_mask.sum(2).clamp(min=1.0)
+        text = (self.tokens(tokens) * token_mask).sum(-2) / token_mask.sum(-2).clamp(min=1.0)
         items = self.norm(text + self.price(price) + self.category(category))
         items = torch.tanh(self.item_mlp(items))
-        history_mask = item_mask[:, n_candidates:].unsqueeze(-1).float()
-        history = items[:, n_candidates:]
-        pooled = (history * history_mask).sum(1) / history_mask.sum(1).clamp(min=1.0)
+        history_mask = item_mask[..., n_candidates:].unsqueeze(-1).float()
+        history = items[..., n_candidates:, :]
+        pooled = (history * history_mask).sum(-2) / history_mask.sum(-2).clamp(min=1.0)
         users = torch.tanh(self.user_mlp(pooled))
-        return users, items[:, :n_candidates]
+        return users, items[..., :n_candidates, :]
 
 
 class LocalItemBias(nn.Module):
@@ -82,7 +84,7 @@ class SceneHead(nn.Module):
 
     def forward(self, users: torch.Tensor, candidates: torch.Tensor, item_ids: torch.Tensor
                 ) -> torch.Tensor:
-        expanded = users.unsqueeze(1).expand_as(candidates)
+        expanded = users.unsqueeze(-2).expand_as(candidates)
         features = torch.cat([expanded, candidates, expanded * candidates], dim=-1)
         logits = self.out(torch.relu(self.hidden(features))).squeeze(-1)
         if self.local_ids is not None:
@@ -126,11 +128,11 @@ class DomainDiscriminator(nn.Module):
 
 
 class SceneModel(nn.Module):
-    """Logits [B, n_candidates] for candidates given the user's history.
+    """Logits [..., n_candidates] for candidates given the user's history.
 
     With `domains` > 0 the model also holds the discriminator; while `return_domains` is set
-    (only during aligned training) forward returns (logits, domain logits [B, 1 + K, domains])
-    for the user vector followed by the K candidate vectors.
+    (only during aligned training) forward returns (logits, domain logits
+    [..., 1 + K, domains]) for the user vector followed by the K candidate vectors.
     """
 
     def __init__(self, config: ModelConfig, n_items: int, domains: int = 0) -> None:
@@ -143,12 +145,12 @@ class SceneModel(nn.Module):
     def forward(self, tokens: torch.Tensor, price: torch.Tensor, category: torch.Tensor,
                 item_mask: torch.Tensor, item_ids: torch.Tensor
                 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        n_candidates = item_ids.shape[1]
+        n_candidates = item_ids.shape[-1]
         users, candidates = self.encoder(tokens, price, category, item_mask, n_candidates)
         logits = self.head(users, candidates, item_ids)
         if not self.return_domains or self.disc is None:
             return logits
-        vectors = torch.cat([users.unsqueeze(1), candidates], dim=1)  # one call: ghost clipping
+        vectors = torch.cat([users.unsqueeze(-2), candidates], dim=-2)  # one call: ghost clipping
         return logits, self.disc(vectors)
 
 

@@ -1,13 +1,14 @@
 """Local training of one scene: plain SGD or DP-SGD with Opacus (Poisson sampling).
 
-The caller fixes the noise multiplier and clipping norm (privacy calibration and accounting
-live with the client's state); this module only runs the steps and reports what it ran,
-so that every step can be accounted for.
+The caller fixes the noise multiplier, clipping norm, privacy unit and noise source
+(calibration and accounting live with the client's privacy account); this module only runs
+the steps and reports what it ran, so that every step can be accounted for.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 import warnings
 from dataclasses import dataclass
 
@@ -18,39 +19,47 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from fedscene.common import dp_norms  # noqa: F401  (registers the fast embedding norms)
-from fedscene.common.batches import train_batch, unlabelled_batch
 from fedscene.common.config import TrainingConfig
 from fedscene.common.data.scene import SceneDataset
+from fedscene.common.privacy_units import PrivacyUnit
+from fedscene.common.randomness import NoiseSource
 
 # Opacus's ghost clipping backpropagates with no input requiring grad; torch warns each step.
 warnings.filterwarnings("ignore", message="Full backward hook is firing")
 warnings.filterwarnings("ignore", message="Secure RNG turned off")
 
 
-def _reduce(per_example: torch.Tensor, reduction: str) -> torch.Tensor:
-    """Per-example losses as Opacus asks for them: kept ("none"), summed or averaged."""
+def _reduce(per_unit: torch.Tensor, reduction: str) -> torch.Tensor:
+    """Per-unit losses as Opacus asks for them: kept ("none"), summed or averaged."""
     if reduction == "none":
-        return per_example
+        return per_unit
     if reduction == "sum":
-        return per_example.sum()
-    return per_example.mean()
+        return per_unit.sum()
+    return per_unit.mean()
+
+
+def _per_unit(per_example: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    """Example losses [B] as they are, or [shoppers, examples] folded into each shopper's
+    weighted mean, so that Opacus clips one loss gradient per privacy unit."""
+    return per_example if weights is None else (per_example * weights).sum(-1)
 
 
 class ExampleLoss(nn.Module):
-    """Binary cross-entropy summed over one example's candidates.
+    """Binary cross-entropy summed over one example's candidates, one loss per unit.
 
-    With `reduction="none"` it returns one loss per example, which is what Opacus's ghost
-    clipping needs to clip per example (the privacy unit) rather than per candidate.
+    With `reduction="none"` it returns one loss per privacy unit (an example, or a shopper's
+    weighted mean over their examples), which is what Opacus's ghost clipping clips.
     """
 
     def __init__(self, reduction: str = "mean") -> None:
         super().__init__()
         self.reduction = reduction
 
-    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor,
+                weights: torch.Tensor | None = None) -> torch.Tensor:
         per_example = nn.functional.binary_cross_entropy_with_logits(
-            logits, labels, reduction="none").sum(1)
-        return _reduce(per_example, self.reduction)
+            logits, labels, reduction="none").sum(-1)
+        return _reduce(_per_unit(per_example, weights), self.reduction)
 
 
 class AlignedExampleLoss(nn.Module):
@@ -58,8 +67,8 @@ class AlignedExampleLoss(nn.Module):
     domain discriminator's cross-entropy on the example's user and candidate vectors.
 
     The discriminator minimises the second term; through the gradient-reversal layer the
-    encoder maximises it. Both terms belong to the one example, so per-example clipping
-    bounds the whole contribution of a record.
+    encoder maximises it. Both terms belong to the one example, so clipping per unit bounds
+    the whole contribution of a unit.
     """
 
     def __init__(self, domain: int, weight: float, labelled: bool,
@@ -69,17 +78,18 @@ class AlignedExampleLoss(nn.Module):
         self.reduction = reduction
         self._recommendation = ExampleLoss("none")
 
-    def forward(self, outputs: tuple[torch.Tensor, torch.Tensor], labels: torch.Tensor
-                ) -> torch.Tensor:
+    def forward(self, outputs: tuple[torch.Tensor, torch.Tensor], labels: torch.Tensor,
+                weights: torch.Tensor | None = None) -> torch.Tensor:
         logits, domain_logits = outputs
-        batch, vectors, domains = domain_logits.shape
-        target = torch.full((batch * vectors,), self.domain, dtype=torch.long)
+        domains = domain_logits.shape[-1]
+        target = torch.full((domain_logits[..., 0].numel(),), self.domain, dtype=torch.long)
         adversarial = nn.functional.cross_entropy(
-            domain_logits.reshape(-1, domains), target, reduction="none").view(batch, vectors)
-        per_example = self.weight * adversarial.mean(1)
+            domain_logits.reshape(-1, domains), target, reduction="none").view(
+            domain_logits.shape[:-1])
+        per_example = self.weight * adversarial.mean(-1)
         if self.labelled:
             per_example = per_example + self._recommendation(logits, labels)
-        return _reduce(per_example, self.reduction)
+        return _reduce(_per_unit(per_example, weights), self.reduction)
 
 
 @dataclass(frozen=True)
@@ -141,12 +151,14 @@ class DPSettings:
 
 @dataclass(frozen=True)
 class TrainReport:
-    """What a training call ran: exactly what the accountant must be told."""
+    """What a training call ran: exactly what the accountant and the ledger must be told."""
 
     steps: int
     sample_rate: float
-    examples: int
+    units: int  # privacy units in the scene (n of the sample rate)
+    sampled: int  # units drawn over all steps
     mean_loss: float
+    noise_source: str
 
 
 @dataclass(frozen=True)
@@ -157,15 +169,18 @@ class Proximal:
     mu: float
 
 
-def sample_rate_and_steps(n_train: int, batch_size: int, epochs: float) -> tuple[float, int]:
-    """Poisson sample rate (expected batch / records) and steps for `epochs` passes."""
-    rate = min(1.0, batch_size / max(n_train, 1))
+def sample_rate_and_steps(units: int, batch_size: int, epochs: float) -> tuple[float, int]:
+    """Poisson sample rate and steps for `epochs` passes over `units` privacy units.
+
+    The rate is 1 / ceil(units / batch_size), the one Opacus's DPDataLoader draws with, so
+    the ledger records the rate that actually ran.
+    """
+    rate = 1.0 / math.ceil(max(units, 1) / batch_size)
     return rate, max(1, int(round(epochs / rate)))
 
 
-def _index_loader(n: int, batch_size: int, seed: int) -> DataLoader:
-    generator = torch.Generator().manual_seed(seed)
-    return DataLoader(TensorDataset(torch.arange(n)), batch_size=min(batch_size, n),
+def _unit_loader(units: int, batch_size: int, generator: torch.Generator) -> DataLoader:
+    return DataLoader(TensorDataset(torch.arange(units)), batch_size=min(batch_size, units),
                       shuffle=True, generator=generator)
 
 
@@ -175,8 +190,10 @@ def _criterion(alignment: Alignment | None) -> nn.Module:
     return AlignedExampleLoss(alignment.domain, alignment.weight, alignment.labelled)
 
 
-def _make_private(model: nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader,
-                  dp: DPSettings, seed: int, criterion: nn.Module):
+def make_private(model: nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader,
+                 dp: DPSettings, criterion: nn.Module, noise: torch.Generator):
+    """Opacus's DP-SGD over `model`: Poisson sampling with the loader's generator, noise from
+    `noise`. Returns (module, optimizer, criterion, loader) in every grad-sample mode."""
     engine = PrivacyEngine(accountant="prv")  # accounting is the caller's; this one is unused
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -184,7 +201,7 @@ def _make_private(model: nn.Module, optimizer: torch.optim.Optimizer, loader: Da
             module=model, optimizer=optimizer, data_loader=loader, criterion=criterion,
             noise_multiplier=dp.noise_multiplier, max_grad_norm=dp.max_grad_norm,
             poisson_sampling=True, grad_sample_mode=dp.grad_sample_mode,
-            noise_generator=torch.Generator().manual_seed(seed + 7919),
+            noise_generator=noise,
         )
     if dp.grad_sample_mode == "ghost":
         return made
@@ -193,14 +210,21 @@ def _make_private(model: nn.Module, optimizer: torch.optim.Optimizer, loader: Da
 
 
 def train_local(model: nn.Module, dataset: SceneDataset, negatives: np.ndarray,
-                training: TrainingConfig, *, epochs: float, trainable: tuple[str, ...] = (),
+                training: TrainingConfig, *, epochs: float, unit: PrivacyUnit,
+                randomness: NoiseSource, trainable: tuple[str, ...] = (),
                 dp: DPSettings | None = None, proximal: Proximal | None = None,
-                alignment: Alignment | None = None, seed: int = 0) -> TrainReport:
-    """Train `model` in place for `epochs` passes; only parameters under `trainable` prefixes
-    (all when empty) change. With `alignment` the model must hold a discriminator and the
-    loss gains the adversarial term. Returns what ran, for the accountant and the ledger."""
-    rate, steps = sample_rate_and_steps(dataset.n_train, training.batch_size, epochs)
-    torch.manual_seed(seed)
+                alignment: Alignment | None = None) -> TrainReport:
+    """Train `model` in place for `epochs` passes over the scene's privacy units.
+
+    `unit` decides what is sampled and clipped as one contribution (a shopper or an
+    example); `randomness` supplies the noise, the Poisson sampling and the choice of a
+    shopper's examples (secret unless the config asked for reproducible noise). Only
+    parameters under `trainable` prefixes (all when empty) change. With `alignment` the
+    model must hold a discriminator and the loss gains the adversarial term. Returns what
+    ran, for the accountant and the ledger.
+    """
+    units = unit.count(dataset)
+    rate, steps = sample_rate_and_steps(units, training.batch_size, epochs)
     work = copy.deepcopy(model)  # Opacus hooks stay on the copy, never on the caller's model
     work.train()
     work.return_domains = alignment is not None
@@ -208,31 +232,30 @@ def train_local(model: nn.Module, dataset: SceneDataset, negatives: np.ndarray,
         param.requires_grad_(not trainable or name.startswith(trainable))
     params = [p for p in work.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=training.learning_rate, momentum=training.momentum)
-    loader = _index_loader(dataset.n_train, training.batch_size, seed)
+    loader = _unit_loader(units, training.batch_size, randomness.sampling)
     criterion = _criterion(alignment)
     labelled = alignment is None or alignment.labelled
-    batch_of = train_batch if labelled else unlabelled_batch
     anchor = (_Anchor(work, alignment.anchored, alignment.anchored_steps) if alignment
               else _Anchor(work, (), 0.0))
     module: nn.Module = work
     if dp is not None:
-        module, optimizer, criterion, loader = _make_private(work, optimizer, loader, dp, seed,
-                                                             criterion)
+        module, optimizer, criterion, loader = make_private(work, optimizer, loader, dp,
+                                                            criterion, randomness.noise)
     module.train()
-    losses, examples, done = [], 0, 0
+    losses, sampled, done = [], 0, 0
     while done < steps:
         for (index,) in loader:
             if done == steps:
                 break
             done += 1
-            examples += len(index)
+            sampled += len(index)
             optimizer.zero_grad(set_to_none=True)
             if len(index) == 0:  # an empty Poisson batch still takes a (pure noise) step
                 _noise_only_step(optimizer, params)
                 anchor.after_step()
                 continue
-            inputs, labels = batch_of(dataset, negatives, index.numpy())
-            loss = criterion(module(*inputs), labels)
+            batch = unit.batch(dataset, negatives, index.numpy(), randomness.examples, labelled)
+            loss = criterion(module(*batch.inputs), batch.labels, batch.weights)
             loss.backward()
             losses.append(float(loss.item()))
             _step(optimizer, work, proximal, dp is not None)
@@ -240,8 +263,9 @@ def train_local(model: nn.Module, dataset: SceneDataset, negatives: np.ndarray,
     anchor.release()
     work.return_domains = False
     model.load_state_dict(work.state_dict())
-    return TrainReport(steps=done, sample_rate=rate,
-                       examples=examples, mean_loss=float(np.mean(losses)) if losses else 0.0)
+    return TrainReport(steps=done, sample_rate=rate, units=units, sampled=sampled,
+                       mean_loss=float(np.mean(losses)) if losses else 0.0,
+                       noise_source=randomness.description)
 
 
 def _add_proximal(model: nn.Module, proximal: Proximal) -> None:

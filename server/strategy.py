@@ -167,14 +167,17 @@ class SceneStrategy(FedAvg):
             self.velocity[name] = velocity
             updated[name] = (current + self.server_learning_rate * velocity).astype(
                 current.dtype)
-        losses = [float(c[METRICS].get("train-loss", np.nan)) for c in accepted]
-        metrics = MetricRecord({"scenes-trained": len(accepted),
-                                "train-loss": float(np.nanmean(losses))})
+        metrics = MetricRecord({"scenes-trained": len(accepted)})
+        losses = [float(c[METRICS]["train-loss"]) for c in accepted
+                  if "train-loss" in c[METRICS]]  # only scenes that release it (ledgered)
+        if losses:
+            metrics["train-loss"] = float(np.mean(losses))
         return ArrayRecord({k: Array(v) for k, v in updated.items()}), metrics
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]
                            ) -> MetricRecord | None:
-        """Keep every scene's metrics; return their unweighted mean (each scene counts once)."""
+        """Keep what each scene released (by default nothing: evaluation results stay in
+        the scene's state directory); return their unweighted mean (each scene counts once)."""
         rows = []
         for message in replies:
             if message.has_error():

@@ -2,9 +2,13 @@
 
 For each ledger: verify the hash chain (and, next to a scene state, that the entry the
 state was saved with is still there); recompute epsilon from the mechanism records alone
-(noise, sample rate, steps, delta) with Opacus PRV at every entry, and at the last entry
+(noise, sample rate, steps, delta) with Opacus PRV at every training entry, and at the last
 also with Opacus RDP and Google's dp-accounting PLD; compare with what was recorded and with
-the budget. Verdicts, worst first: altered, under-reported, over budget, no DP, near budget, ok.
+the budget. State what the recomputed epsilon means for one purchase and one shopper under
+the ledger's privacy unit (group privacy), and list what was released without DP.
+
+Verdicts, worst first: altered, under-reported, not private (noise drawn from a seed other
+parties know), over budget, no DP, near budget, ok.
 """
 
 from __future__ import annotations
@@ -20,10 +24,13 @@ from typing import Any
 from fedscene.common.accounting import compress, epsilon, pld_epsilon
 from fedscene.common.errors import FedsceneError
 from fedscene.common.ledger import LEDGER_FILE, read_ledger
+from fedscene.common.privacy_units import meaning
+from fedscene.common.randomness import SECRET
 from fedscene.simulations.results import json_safe
 
 UNDER_REPORT_TOLERANCE = 0.02  # relative: PRV/PLD discretisation differs by well under 1%
-VERDICT_ORDER = ("altered", "under-reported", "over budget", "no DP", "near budget", "ok")
+VERDICT_ORDER = ("altered", "under-reported", "not private", "over budget", "no DP",
+                 "near budget", "ok")
 
 
 @dataclass
@@ -46,6 +53,10 @@ class LedgerAudit:
     epsilon_pld: float | None = None
     epsilon_rdp: float | None = None
     remaining: float | None = None
+    unit: str | None = None
+    per_purchase: str | None = None
+    per_shopper: str | None = None
+    releases_without_dp: list[str] = field(default_factory=list)
     per_entry: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -112,9 +123,15 @@ def audit_ledger(path: Path, near: float = 0.9) -> LedgerAudit:
     if not entries:
         result.verdict = "altered" if altered else "ok"
         return result
-    last = entries[-1]
+    result.releases_without_dp = sorted({name for e in entries if e.get("kind") == "release"
+                                         for name in e["released"]})
+    training = [e for e in entries if e.get("kind", "training") == "training"]
+    if not training:
+        result.verdict = "altered" if altered else "ok"
+        return result
+    last = training[-1]
     history: list[tuple[float, float, int]] = []
-    for entry in entries:
+    for entry in training:
         history.append((float(entry["noise_multiplier"]), float(entry["sample_rate"]),
                         int(entry["steps"])))
         recomputed = _epsilon(history, float(entry["delta"]), "prv")
@@ -127,7 +144,7 @@ def audit_ledger(path: Path, near: float = 0.9) -> LedgerAudit:
                 f"entry {entry['index']} (round {entry['round']}): epsilon recorded "
                 f"{recorded:.4f} is below the recomputed {recomputed:.4f}")
     delta = float(last["delta"])
-    result.rounds = len(entries)
+    result.rounds = len(training)
     result.steps = sum(h[2] for h in history)
     result.sample_rate, result.noise_multiplier = history[-1][1], history[-1][0]
     result.max_grad_norm, result.delta = last.get("max_grad_norm"), delta
@@ -143,16 +160,38 @@ def audit_ledger(path: Path, near: float = 0.9) -> LedgerAudit:
     spent = max(result.epsilon_prv, result.epsilon_recorded)
     result.remaining = result.budget_epsilon - spent
     under_reported = len(result.reasons) > integrity_problems
-    result.verdict = _verdict(result, spent, near, altered, under_reported)
+    _unit_meaning(result, last, spent, delta)
+    predictable = [e["index"] for e in training if e.get("noise_source") != SECRET
+                   and float(e["noise_multiplier"]) > 0]
+    if predictable:
+        result.reasons.append(
+            f"entries {predictable[:5]}{'...' if len(predictable) > 5 else ''}: noise and "
+            f"sampling were drawn from a seed other parties know "
+            f"({training[predictable[0]].get('noise_source', 'source not recorded')}); "
+            f"whoever knows it can remove the noise")
+    result.verdict = _verdict(result, spent, near, altered, under_reported, bool(predictable))
     return result
 
 
+def _unit_meaning(result: LedgerAudit, last: dict[str, Any], spent: float, delta: float
+                  ) -> None:
+    """What the recomputed epsilon guarantees for one purchase and for one shopper."""
+    result.unit = last.get("unit")
+    groups = last.get("group_sizes")
+    if not groups or not math.isfinite(spent):
+        return
+    described = meaning(spent, delta, groups)
+    result.per_purchase, result.per_shopper = described["purchase"], described["shopper"]
+
+
 def _verdict(result: LedgerAudit, spent: float, near: float, altered: bool,
-             under_reported: bool) -> str:
+             under_reported: bool, predictable: bool) -> str:
     if altered:
         return "altered"
     if under_reported:
         return "under-reported"
+    if predictable:
+        return "not private"
     if math.isinf(spent):
         return "no DP"
     if spent > result.budget_epsilon * (1 + 1e-9):

@@ -14,8 +14,8 @@ from rich.table import Table  # noqa: E402
 
 from fedscene.simulations.audit import LedgerAudit  # noqa: E402
 
-COLUMNS = ("scene", "rounds", "steps", "sample rate", "noise", "clip", "delta", "eps recorded",
-           "eps PRV", "eps PLD", "eps RDP", "budget", "remaining", "verdict")
+COLUMNS = ("scene", "unit", "rounds", "steps", "sample rate", "noise", "clip", "delta",
+           "eps recorded", "eps PRV", "eps PLD", "eps RDP", "budget", "remaining", "verdict")
 
 
 def _number(value: float | None, digits: int = 3) -> str:
@@ -27,7 +27,7 @@ def _number(value: float | None, digits: int = 3) -> str:
 
 
 def rows(results: list[LedgerAudit]) -> list[list[str]]:
-    return [[r.scene, str(r.rounds), str(r.steps), _number(r.sample_rate, 4),
+    return [[r.scene, r.unit or "-", str(r.rounds), str(r.steps), _number(r.sample_rate, 4),
              _number(r.noise_multiplier), _number(r.max_grad_norm, 2), _number(r.delta, 3),
              _number(r.epsilon_recorded), _number(r.epsilon_prv), _number(r.epsilon_pld),
              _number(r.epsilon_rdp), _number(r.budget_epsilon, 2), _number(r.remaining),
@@ -68,18 +68,25 @@ def write_report(results: list[LedgerAudit], path: Path) -> None:
     plot = path.with_name(path.stem + "_epsilon.png")
     plot_epsilon(results, plot)
     problems = [(r.ledger, reason) for r in results for reason in r.reasons]
+    meanings = [(r.ledger, f"unit {r.unit}: one purchase: {r.per_purchase}; one shopper: "
+                           f"{r.per_shopper}") for r in results if r.per_purchase]
+    releases = [(r.ledger, "released without DP: " + ", ".join(r.releases_without_dp))
+                for r in results if r.releases_without_dp]
     verdict = "PASSED" if all(r.passed for r in results) else "FAILED"
     if path.suffix.lower() in (".html", ".htm"):
         head = "".join(f"<th>{html.escape(c)}</th>" for c in COLUMNS)
         body = "".join("<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row) + "</tr>"
                        for row in rows(results))
         notes = "".join(f"<li><code>{html.escape(ledger)}</code>: {html.escape(reason)}</li>"
-                        for ledger, reason in problems)
+                        for ledger, reason in problems + releases)
+        means = "".join(f"<li><code>{html.escape(ledger)}</code>: {html.escape(text)}</li>"
+                        for ledger, text in meanings)
         path.write_text(
             f"<!doctype html><html><head><meta charset='utf-8'><title>fedscene audit</title>"
             f"</head><body><h1>fedscene privacy audit: {verdict}</h1>"
             f"<table border='1' cellpadding='4'><tr>{head}</tr>{body}</table>"
             f"<h2>Findings</h2><ul>{notes or '<li>none</li>'}</ul>"
+            f"<h2>What the spend means</h2><ul>{means or '<li>-</li>'}</ul>"
             f"<img src='{plot.name}' alt='epsilon over rounds'></body></html>")
         return
     lines = [f"# fedscene privacy audit: {verdict}", "",
@@ -88,6 +95,9 @@ def write_report(results: list[LedgerAudit], path: Path) -> None:
              "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(row) + " |" for row in rows(results)]
     lines += ["", "## Findings", ""]
-    lines += [f"- `{ledger}`: {reason}" for ledger, reason in problems] or ["- none"]
+    lines += [f"- `{ledger}`: {reason}" for ledger, reason in problems + releases] or ["- none"]
+    lines += ["", "## What the spend means (group privacy over the units a purchase or a "
+                  "shopper can change)", ""]
+    lines += [f"- `{ledger}`: {text}" for ledger, text in meanings] or ["- -"]
     lines += ["", f"![epsilon over rounds]({plot.name})", ""]
     path.write_text("\n".join(lines))

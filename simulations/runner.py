@@ -23,11 +23,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from fedscene.common.config import ExperimentConfig
+from fedscene.client.privacy import PrivacyAccount
+from fedscene.client.state import SceneState
+from fedscene.common.config import ExperimentConfig, PrivacyConfig
 from fedscene.common.data import SceneDataset, build_scene, load_raw_dataset, resolve_scenes
 from fedscene.common.errors import FedsceneError
 from fedscene.common.evaluation import evaluate_users, item_counts, popularity_scorer
-from fedscene.common.ledger import read_ledger
 from fedscene.common.metrics import METRICS
 from fedscene.common.protocol import scene_dirname
 from fedscene.server.federation import checkpoint_path
@@ -79,18 +80,26 @@ def _latest_per_user(arm_dir: Path, scene: str) -> tuple[int, PerUser] | None:
         m: np.array(saved["per_user"][m]) for m in METRICS}
 
 
-def privacy_spent(state_dir: Path) -> dict[str, Any]:
-    """From a scene's ledger: cumulative epsilon, budget, rounds trained."""
-    ledger = read_ledger(state_dir / "ledger.jsonl")
-    if not ledger.entries:
-        return {"rounds_trained": 0, "epsilon": 0.0}
-    last = ledger.entries[-1]
-    return {"rounds_trained": len(ledger.entries), "steps": sum(e["steps"] for e in
-                                                               ledger.entries),
-            "epsilon": last["epsilon"], "epsilon_rdp": last["epsilon_rdp"],
-            "budget_epsilon": last["budget_epsilon"], "delta": last["delta"],
-            "noise_multiplier": last["noise_multiplier"], "sample_rate": last["sample_rate"],
-            "ledger_intact": ledger.intact}
+def privacy_spent(state_dir: Path, privacy: PrivacyConfig) -> dict[str, Any]:
+    """From a scene's privacy account: cumulative epsilon, budget, rounds trained."""
+    return PrivacyAccount(SceneState(state_dir, state_dir.name), privacy).summary()
+
+
+def _round_rows(arm_dir: Path, scenes: list[str]) -> list[dict[str, Any]]:
+    """Per round and scene, the evaluation each scene saved in its own state directory
+    (the simulation reads them there; in deployment they never leave the partner)."""
+    rows = []
+    for scene in scenes:
+        for file in sorted((arm_dir / "scenes" / scene_dirname(scene) / "eval").glob(
+                "round_*.json")):
+            saved = json.loads(file.read_text())
+            summary = saved["summary"]
+            row = {"round": saved["round"], "scene": scene}
+            row |= {m: summary[m]["mean"] for m in METRICS}
+            row |= {f"{m}-low": summary[m]["low"] for m in METRICS}
+            row |= {f"{m}-high": summary[m]["high"] for m in METRICS}
+            rows.append(row | {"num-users": len(saved["users"])})
+    return sorted(rows, key=lambda r: (r["round"], r["scene"]))
 
 
 def build_datasets(config: ExperimentConfig
@@ -156,9 +165,10 @@ def aligned_variant(config: ExperimentConfig) -> ExperimentConfig:
     if targets:
         share = config.transfer.unlabelled_budget_share
         budgets = dict(privacy.scenes)
-        for target in targets:
+        for target in targets:  # the same lifetime budget; this campaign reaches a share
             budget = privacy.budget_for(target)
-            budgets[target] = budget.model_copy(update={"epsilon": budget.epsilon * share})
+            budgets[target] = budget.model_copy(
+                update={"campaign_epsilon": budget.epsilon * share})
         privacy = privacy.model_copy(update={"scenes": budgets})
     return config.model_copy(update={
         "alignment": config.alignment.model_copy(update={"enabled": True,
@@ -227,7 +237,7 @@ def _run_plan(plan: ArmPlan, datasets: list[SceneDataset], out_dir: Path, run_id
             outcome = run_arm(config, algorithm=plan.algorithm, out_dir=arm_dir, seed=seed,
                               run_id=f"{run_id}-{plan.label}-{seed}", observer=observer,
                               verbose=verbose)
-            rows = outcome.evaluations
+            rows = _round_rows(arm_dir, [d.scene for d in datasets])
             failures += [f | {"seed": seed} for f in outcome.failures]
             exhausted |= set(outcome.exhausted)
             for d in datasets:
@@ -239,7 +249,7 @@ def _run_plan(plan: ArmPlan, datasets: list[SceneDataset], out_dir: Path, run_id
                     stale[d.scene] = latest[0]
                 runs[d.scene].append(latest[1])
                 privacy.setdefault(d.scene, []).append(
-                    privacy_spent(arm_dir / "scenes" / scene_dirname(d.scene)))
+                    privacy_spent(arm_dir / "scenes" / scene_dirname(d.scene), config.privacy))
         round_rows += [{"arm": plan.label, "seed": seed} | r for r in rows]
     per_user = {scene: average_seeds(values) for scene, values in runs.items()
                 if values and scene not in missing}

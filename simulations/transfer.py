@@ -29,14 +29,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from fedscene.client.budget import plan_remaining, record_training, spent_history
+from fedscene.client.privacy import PrivacyAccount
 from fedscene.client.state import SceneState
 from fedscene.common.config import ExperimentConfig
 from fedscene.common.data import SceneDataset
 from fedscene.common.data.scene import train_negatives
 from fedscene.common.evaluation import Scorer, evaluate_users, model_scorer
 from fedscene.common.model import ENCODER, HEAD, LOCAL_IDS, SceneModel
+from fedscene.common.privacy_units import unit_of
 from fedscene.common.protocol import scene_dirname
+from fedscene.common.randomness import noise_source
 from fedscene.common.training import DPSettings, sample_rate_and_steps, train_local
 from fedscene.simulations.results import PerUser, average_seeds, gain, scene_table
 
@@ -138,29 +140,31 @@ def adapt(config: ExperimentConfig, target: SceneDataset, arm: str, k: Shot, see
     privacy: dict[str, Any] = {}
     if k != 0 and subset.n_train > 0:
         epochs = config.transfer.adapt_epochs
-        dp = None
+        unit = unit_of(config.privacy)
+        units = unit.count(subset)
+        dp, account = None, None
         if config.privacy.enabled:
             _carry_state(start, target.scene, state_dir)
-            state = SceneState(state_dir, target.scene)
-            history = spent_history(state)
-            rate, steps = sample_rate_and_steps(subset.n_train, config.training.batch_size,
-                                                epochs)
-            plan = plan_remaining(state, config.privacy, subset.n_train, rate, steps, history)
+            account = PrivacyAccount(SceneState(state_dir, target.scene), config.privacy)
+            rate, steps = sample_rate_and_steps(units, config.training.batch_size, epochs)
+            plan = account.plan_campaign(unit, units, rate, steps)
             dp = DPSettings(plan.noise_multiplier, plan.max_grad_norm,
                             config.privacy.grad_sample_mode)
         trainable = ("head.",) if arm == "probe" else ()
-        report = train_local(model, subset, train_negatives(subset, config.data.train_negatives,
-                                                            seed, 1),
-                             config.training, epochs=epochs, trainable=trainable, dp=dp,
-                             seed=seed)
-        if dp is not None:
-            entry = record_training(state, plan, run_id=f"transfer-{arm}-k{k}",
-                                    round_=len(history) + 1, algorithm=f"transfer:{arm}",
-                                    steps=report.steps, history=history,
-                                    extra={"shots": str(k)})
+        negatives = train_negatives(subset, config.data.train_negatives, seed, 1)
+        report = train_local(model, subset, negatives, config.training, epochs=epochs,
+                             unit=unit, randomness=noise_source(
+                                 config.privacy.reproducible_noise, seed),
+                             trainable=trainable, dp=dp)
+        if account is not None:
+            earlier = len(account.history)
+            entry = account.record_training(
+                report, unit, unit.group_sizes(subset, config.data.history_length),
+                run_id=f"transfer-{arm}-k{k}", round_=earlier + 1,
+                algorithm=f"transfer:{arm}", extra={"shots": str(k)})
             privacy = {"epsilon": entry["epsilon"], "budget_epsilon": plan.epsilon,
-                       "records": subset.n_train, "noise_multiplier": plan.noise_multiplier,
-                       "earlier_entries": len(history)}
+                       "units": units, "noise_multiplier": plan.noise_multiplier,
+                       "earlier_entries": earlier}
     return evaluate_users(target, model_scorer(model)), privacy
 
 

@@ -4,7 +4,7 @@ from fedscene.client.state import SceneState, params_digest
 from fedscene.client.task import RoundRequest, evaluate_round, train_round
 from fedscene.common.ledger import read_ledger
 from fedscene.common.model import split_state
-from tests.client.test_budget import _config
+from tests.client.test_privacy import _config
 
 
 def test_reply_holds_only_shared_parameters_and_head_persists(tmp_path, small_scene):
@@ -55,3 +55,31 @@ def test_evaluate_uses_received_encoder(tmp_path, small_scene):
     assert 0.0 <= metrics["hr@10-low"] <= metrics["hr@10"] <= metrics["hr@10-high"] <= 1.0
     assert (tmp_path / "eval" / "round_0001.json").exists()
     assert split_state(state.load_local(), ("encoder.",))[0] == {}
+
+
+def _update(tmp_path, name, small_scene, config):
+    state = SceneState(tmp_path / name, "scene0")
+    outcome = train_round(state, small_scene, RoundRequest(config, "fedper", 1, "run", 7))
+    return torch.cat([v.flatten() for _, v in sorted(outcome.shared.items())])
+
+
+def test_the_coordinator_cannot_regenerate_the_noise(tmp_path, small_scene):
+    """The coordinator knows the seed, round and config it sent. Replaying the client's
+    training from all of them (as a client with reproducible noise would run it) must not
+    explain the update; with reproducible noise switched on, it does, exactly."""
+    config = _config(rounds=3)
+    reproducible = config.model_copy(update={"privacy": config.privacy.model_copy(
+        update={"reproducible_noise": True})})
+    real = _update(tmp_path, "real", small_scene, config)
+    again = _update(tmp_path, "again", small_scene, config)
+    replay = _update(tmp_path, "replay", small_scene, reproducible)
+    replay_again = _update(tmp_path, "replay-again", small_scene, reproducible)
+    torch.testing.assert_close(replay, replay_again, rtol=0, atol=0)  # a seed explains it
+    # Two identical runs differ, and the server's replay misses the real update by about
+    # the noise itself, not by rounding.
+    assert (real - again).norm() > 0.1 * real.norm()
+    assert (real - replay).norm() > 0.1 * real.norm()
+    entries = read_ledger(tmp_path / "real" / "ledger.jsonl").entries
+    assert entries[0]["noise_source"].startswith("os-entropy")
+    replayed = read_ledger(tmp_path / "replay" / "ledger.jsonl").entries
+    assert "NOT private" in replayed[0]["noise_source"]

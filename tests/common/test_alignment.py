@@ -22,8 +22,15 @@ from fedscene.common.model import (
     shared_prefixes,
     split_state,
 )
+from fedscene.common.privacy_units import ExampleUnit
+from fedscene.common.randomness import reproducible_source
 from fedscene.common.training import AlignedExampleLoss, Alignment, DPSettings, train_local
 from tests.conftest import synthetic_data
+
+
+def _run(seed: int, unit=None) -> dict:
+    """Example-level batches with noise from `seed`: these tests check learning, not privacy."""
+    return {"unit": unit or ExampleUnit(), "randomness": reproducible_source(seed)}
 
 
 def test_reversal_is_identity_forward_and_negates_gradients():
@@ -66,7 +73,7 @@ def test_unlabelled_scene_trains_encoder_and_discriminator_not_the_head(small_sc
     before = {k: v.clone() for k, v in model.state_dict().items()}
     train_local(model, small_scene, train_negatives(small_scene, 4, 0, 0), TrainingConfig(),
                 epochs=1, trainable=("encoder.", DISC), dp=DPSettings(1.0, 1.0),
-                alignment=Alignment(domain=1, weight=1.0, labelled=False), seed=0)
+                alignment=Alignment(domain=1, weight=1.0, labelled=False), **_run(0))
     after = model.state_dict()
     for name in before:
         changed = not torch.equal(before[name], after[name])
@@ -104,7 +111,7 @@ def test_averaged_discriminator_update_is_the_pooled_gradient_step(small_model_c
         local = SceneModel(small_model_config, scene.n_items, domains=2)
         local.load_state_dict(shared, strict=False)
         pooled.append(_pooled_gradient(local, scene, negatives, domain))
-        train_local(local, scene, negatives, training, epochs=1, trainable=(DISC,), seed=0,
+        train_local(local, scene, negatives, training, epochs=1, trainable=(DISC,), **_run(0),
                     alignment=Alignment(domain=domain, weight=1.0))
         updates.append(local.disc.out.weight.detach() - shared["disc.out.weight"])
     averaged = (updates[0] + updates[1]).flatten() / 2

@@ -8,8 +8,15 @@ from fedscene.common.data import build_scene, load_raw_dataset
 from fedscene.common.data.scene import train_negatives
 from fedscene.common.evaluation import evaluate_users, model_scorer
 from fedscene.common.model import SceneModel, merge_state, shared_prefixes, split_state
+from fedscene.common.privacy_units import ExampleUnit, ShopperUnit
+from fedscene.common.randomness import reproducible_source
 from fedscene.common.training import DPSettings, train_local
 from tests.conftest import synthetic_data
+
+
+def _run(seed: int, unit=None) -> dict:
+    """Example-level batches with noise from `seed`: these tests check learning, not privacy."""
+    return {"unit": unit or ExampleUnit(), "randomness": reproducible_source(seed)}
 
 
 def test_model_passes_opacus_validator(small_model_config):
@@ -29,7 +36,7 @@ def test_state_split_by_algorithm(small_model_config):
         merge_state(shared, shared)
 
 
-def _fit_auc(signal: float, model_config, private: bool = False) -> float:
+def _fit_auc(signal: float, model_config, private: bool = False, unit=None) -> float:
     data = synthetic_data(num_scenes=1, users_per_scene=150, signal=signal, shift=0.0)
     scene = build_scene(load_raw_dataset(data), "scene0", data, model_config)
     model = SceneModel(model_config, scene.n_items)
@@ -37,7 +44,7 @@ def _fit_auc(signal: float, model_config, private: bool = False) -> float:
     dp = DPSettings(noise_multiplier=0.8, max_grad_norm=1.0) if private else None
     for round_ in range(4):
         train_local(model, scene, train_negatives(scene, 4, 0, round_), training, epochs=1,
-                    dp=dp, seed=round_)
+                    dp=dp, **_run(round_, unit))
     return float(evaluate_users(scene, model_scorer(model))["auc"].mean())
 
 
@@ -50,11 +57,16 @@ def test_dp_training_learns(small_model_config):
     assert _fit_auc(1.0, small_model_config, private=True) > 0.62
 
 
+def test_shopper_level_dp_training_learns(small_model_config):
+    unit = ShopperUnit(max_examples=8)
+    assert _fit_auc(1.0, small_model_config, private=True, unit=unit) > 0.6
+
+
 def test_trainable_prefixes_freeze_the_rest(small_scene, small_model_config):
     model = SceneModel(small_model_config, small_scene.n_items)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     train_local(model, small_scene, train_negatives(small_scene, 4, 0, 0), TrainingConfig(),
-                epochs=1, trainable=("head.",), dp=DPSettings(1.0, 1.0), seed=0)
+                epochs=1, trainable=("head.",), dp=DPSettings(1.0, 1.0), **_run(0))
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("encoder."))
     assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("head."))
@@ -65,7 +77,7 @@ def test_poisson_empty_batches_still_step(small_scene, small_model_config):
     model = SceneModel(small_model_config, small_scene.n_items)
     before = model.encoder.user_mlp.weight.clone()
     report = train_local(model, small_scene, train_negatives(small_scene, 4, 0, 0), tiny,
-                         epochs=0.02, dp=DPSettings(1.0, 1.0), seed=3)
+                         epochs=0.02, dp=DPSettings(1.0, 1.0), **_run(3))
     assert report.steps == round(0.02 * small_scene.n_train)
     assert not torch.equal(before, model.encoder.user_mlp.weight)
     assert np.isfinite(model.encoder.user_mlp.weight.detach().numpy()).all()

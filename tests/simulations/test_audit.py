@@ -7,9 +7,10 @@ from fedscene.client.state import SceneState
 from fedscene.client.task import RoundRequest, train_round
 from fedscene.common.accounting import epsilon
 from fedscene.common.ledger import append_entry, entry_hash
+from fedscene.common.randomness import SECRET
 from fedscene.simulations.audit import audit
 from fedscene.simulations.cli import main
-from tests.client.test_budget import _config
+from tests.client.test_privacy import _config
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +41,10 @@ def _write(ledger, lines):
 def test_intact_ledger_passes_and_accountants_agree(spent_state):
     [result] = audit([spent_state])
     assert result.verdict == "near budget" and result.passed  # spent to the planned budget
+    assert result.unit == "shopper"  # the default unit: PRV and PLD agree on it too
+    assert result.per_shopper.startswith(f"epsilon {result.epsilon_prv:.4g}, delta")
+    assert result.per_purchase.startswith("epsilon ") and "(group of 2 units)" in (
+        result.per_purchase)
     assert result.rounds == 3
     assert result.epsilon_recorded == pytest.approx(result.epsilon_prv)
     assert result.epsilon_pld == pytest.approx(result.epsilon_prv, rel=0.02)
@@ -74,7 +79,8 @@ def _mechanism_entry(ledger, recorded, budget, steps=400, sigma=0.8, rate=0.05):
     true = epsilon([(sigma, rate, steps)], 1e-5)
     append_entry(ledger, {"round": 1, "scene": "forged", "steps": steps, "sample_rate": rate,
                           "noise_multiplier": sigma, "delta": 1e-5, "max_grad_norm": 1.0,
-                          "epsilon": recorded(true), "budget_epsilon": budget})
+                          "epsilon": recorded(true), "budget_epsilon": budget,
+                          "noise_source": SECRET})
     return true
 
 
@@ -119,3 +125,29 @@ def test_cli_exit_codes_json_and_report(spent_state, tmp_path, capsys):
     assert "altered scene0" in out and "line 2 (round 2)" in out
     assert "FAILED" in report.read_text() and (tmp_path / "audit_epsilon.png").exists()
     assert main(["audit", str(tmp_path / "nothing-here")]) == 2
+
+
+def _train_three(directory, small_scene, **privacy):
+    config = _config(rounds=3, **privacy)
+    for r in (1, 2, 3):
+        train_round(SceneState(directory, "scene0"), small_scene,
+                    RoundRequest(config, "fedper", r, "run-y", 0))
+
+
+def test_example_level_ledger_states_no_bound_for_a_purchase_or_a_shopper(tmp_path,
+                                                                         small_scene, capsys):
+    _train_three(tmp_path / "scene0", small_scene, unit="example")
+    [result] = audit([tmp_path / "scene0"])
+    assert result.passed and result.unit == "example"
+    assert result.per_purchase == "no bound (group of 41 units)"  # 1 + 2 x history 20
+    assert result.per_shopper.startswith("no bound (group of ")
+    assert main(["audit", str(tmp_path / "scene0")]) == 0
+    assert "unit example: one purchase: no bound" in capsys.readouterr().out
+
+
+def test_reproducible_noise_is_reported_not_private(tmp_path, small_scene, capsys):
+    _train_three(tmp_path / "scene0", small_scene, reproducible_noise=True)
+    [result] = audit([tmp_path / "scene0"])
+    assert result.verdict == "not private" and not result.passed
+    assert "drawn from a seed other parties know" in result.reasons[0]
+    assert main(["audit", str(tmp_path / "scene0")]) == 1

@@ -30,9 +30,12 @@ def test_dann_transfer_arm_federates_targets_unlabelled_under_part_of_their_budg
     aligned = plans["fedper-dann"].config
     assert aligned.data.scenes == ["a", "b", "t", "u"]
     assert aligned.alignment.enabled and aligned.alignment.unlabelled == ["t", "u"]
-    assert aligned.privacy.budget_for("t").epsilon == 0.5
-    assert aligned.privacy.budget_for("u").epsilon == 1.5
+    # Their lifetime budgets stay; this campaign may reach only the share of them.
+    assert aligned.privacy.budget_for("t").epsilon == 2.0
+    assert aligned.privacy.budget_for("t").campaign_epsilon == 0.5
+    assert aligned.privacy.budget_for("u").campaign_epsilon == 1.5
     assert aligned.privacy.budget_for("a").epsilon == 6.0
+    assert aligned.privacy.budget_for("a").campaign_epsilon == 0.0
     assert not plans["fedper"].config.alignment.enabled
 
 
