@@ -36,7 +36,9 @@ def _config_text(rounds: int, data_path: str = "") -> str:
     path = f'path = "{data_path}"\n' if data_path else ""
     return ('[data]\nsource = "online_retail"\n' + path
             + 'scenes = ["Spain", "Belgium", "Portugal"]\n'
-            f"[federation]\nrounds = {rounds}\n[simulation]\nbootstrap_samples = 200\n")
+            # Timings leave the partners only when released (ledgered as without DP).
+            f"[federation]\nrounds = {rounds}\nrelease_metrics = true\n"
+            "[simulation]\nbootstrap_samples = 200\n")
 
 
 def _client_timings(outcome: dict) -> dict[str, float]:

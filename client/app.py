@@ -23,7 +23,7 @@ from fedscene.client.task import (
     released_metrics,
     train_round,
 )
-from fedscene.common.config import ExperimentConfig
+from fedscene.common.config import ExperimentConfig, refuse_reproducible_noise
 from fedscene.common.data import resolve_scenes
 from fedscene.common.errors import FedsceneError
 from fedscene.common.protocol import (
@@ -52,10 +52,7 @@ def _resolve(message: Message, context: Context) -> tuple[RoundRequest, SceneSta
     config = ExperimentConfig.from_json(str(settings[CONFIG_JSON]))
     node = context.node_config
     if "scene" in node:  # a partner's SuperNode: deployment
-        if config.privacy.reproducible_noise:
-            raise FedsceneError("privacy.reproducible_noise = true in a deployment: the "
-                                "coordinator could regenerate and remove the DP noise; set it "
-                                "to false in the campaign config")
+        refuse_reproducible_noise(config, "the campaign config")
         scene = str(node["scene"])
     else:
         index = int(node["partition-id"])

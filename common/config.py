@@ -343,3 +343,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     for assignment in overrides or []:
         set_override(raw, assignment)
     return parse_config(raw, source)
+
+
+def refuse_reproducible_noise(config: ExperimentConfig, source: str = "config") -> None:
+    """A deployment must never draw DP noise from a seed the coordinator knows."""
+    if config.privacy.enabled and config.privacy.reproducible_noise:
+        raise ConfigError(f"{source}: key 'privacy.reproducible_noise' is true, which lets the "
+                          f"coordinator regenerate and remove the DP noise; set it to false "
+                          f"for a deployment (it is for repeatable simulations only)")

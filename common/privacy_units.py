@@ -150,8 +150,9 @@ def shopper_rows(dataset: SceneDataset) -> list[np.ndarray]:
 
 
 def unit_of(privacy: PrivacyConfig) -> PrivacyUnit:
-    """The configured privacy unit."""
-    if privacy.unit == "shopper":
+    """The configured privacy unit. Without DP nothing is clipped per unit, so training
+    takes examples one by one (more, smaller steps), as a non-private model would."""
+    if privacy.enabled and privacy.unit == "shopper":
         return ShopperUnit(privacy.max_examples_per_shopper)
     return ExampleUnit()
 

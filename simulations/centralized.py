@@ -13,6 +13,8 @@ from fedscene.common.data import SceneDataset
 from fedscene.common.data.scene import PAD, train_negatives
 from fedscene.common.evaluation import evaluate_users, model_scorer
 from fedscene.common.model import SceneModel
+from fedscene.common.privacy_units import ExampleUnit
+from fedscene.common.randomness import reproducible_source
 from fedscene.common.training import train_local
 
 
@@ -65,8 +67,10 @@ def run_centralized(config: ExperimentConfig, datasets: list[SceneDataset], seed
     final: dict[str, dict[str, np.ndarray]] = {}
     for round_ in range(1, config.federation.rounds + 1):
         negatives = train_negatives(pooled, config.data.train_negatives, seed, round_)
+        # No privacy here (the upper bound): examples as units, shuffled reproducibly.
         train_local(model, pooled, negatives, config.training,
-                    epochs=config.training.local_epochs, seed=seed * 1000 + round_)
+                    epochs=config.training.local_epochs, unit=ExampleUnit(),
+                    randomness=reproducible_source(seed * 1000 + round_))
         for view in views:
             per_user = evaluate_users(view, model_scorer(model))
             final[view.scene] = per_user

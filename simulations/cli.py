@@ -10,7 +10,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from fedscene.common.config import load_config
+from fedscene.common.config import load_config, refuse_reproducible_noise
 from fedscene.common.errors import FedsceneError
 from fedscene.simulations.deploy import DEFAULT_PORT
 
@@ -103,6 +103,8 @@ def _deploy_partner_key(args: argparse.Namespace) -> int:
 def _deploy_coordinator(args: argparse.Namespace) -> int:
     from fedscene.simulations.deploy import connection_toml, coordinator_commands
 
+    if args.config:
+        refuse_reproducible_noise(load_config(args.config), args.config)
     certs = Path(args.certs)
     console.print("# $FLWR_HOME/config.toml (default ~/.flwr/config.toml) gets:")
     console.print(connection_toml(args.connection, f"{args.address}:{args.port}",

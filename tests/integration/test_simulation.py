@@ -37,12 +37,12 @@ def _config(rounds: int = 3, arms=("fedper",)) -> ExperimentConfig:
 
 def test_fedper_shares_only_the_encoder_and_heads_stay_local(tmp_path):
     config = _config(rounds=3)
-    replies: dict[int, list[tuple[str, dict[str, np.ndarray], float]]] = {}
+    replies: dict[int, list[tuple[str, dict[str, np.ndarray], dict]]] = {}
 
     def observe(server_round, scene, content):
         arrays = {k: content["arrays"][k].numpy() for k in content["arrays"]}
         replies.setdefault(server_round, []).append(
-            (scene, arrays, float(content["metrics"]["num-examples"])))
+            (scene, arrays, dict(content["metrics"])))
 
     outcome = run_arm(config, algorithm="fedper", out_dir=tmp_path, seed=0, run_id="t1",
                       observer=observe)
@@ -51,19 +51,20 @@ def test_fedper_shares_only_the_encoder_and_heads_stay_local(tmp_path):
     encoder_keys = set(initial_shared(config, "fedper", 0))
     for server_round, round_replies in replies.items():
         assert sorted(scene for scene, _, _ in round_replies) == SCENES
-        for scene, arrays, _ in round_replies:
+        for scene, arrays, metrics in round_replies:
             assert not any(k.startswith("head.") for k in arrays), (server_round, scene)
             assert set(arrays) == encoder_keys
+            assert metrics == {}  # no loss, size or timing leaves the scene by default
 
-    # The global encoder changes only by aggregation: checkpoint r is the weighted mean of
-    # round r's replies (server learning rate 1, no momentum), and round 0 is the init.
+    # The global encoder changes only by aggregation: checkpoint r is the mean of round r's
+    # replies (unweighted: sizes stay private; server learning rate 1, no momentum), and
+    # round 0 is the init.
     start = torch.load(tmp_path / "checkpoints" / "round_0000.pt")
     for name, value in initial_shared(config, "fedper", 0).items():
         torch.testing.assert_close(start[name], value)
     for server_round, round_replies in replies.items():
         saved = torch.load(tmp_path / "checkpoints" / f"round_{server_round:04d}.pt")
-        weights = np.array([n for _, _, n in round_replies]) / sum(n for _, _, n in
-                                                                   round_replies)
+        weights = np.full(len(round_replies), 1.0 / len(round_replies))
         for name in encoder_keys:
             mean = sum(w * arrays[name] for w, (_, arrays, _) in zip(weights, round_replies,
                                                                       strict=True))

@@ -79,9 +79,12 @@ def test_dann_target_joins_unlabelled_and_its_budget_continues_into_adaptation(t
                             / "ledger.jsonl").entries
     assert [e["alignment"] for e in federated] == ["adversarial, unlabelled"] * 2
     assert all(e["local_state_in"] == e["local_state_out"] for e in federated)  # no head
-    assert federated[-1]["budget_epsilon"] == 4.0 and federated[-1]["epsilon"] <= 4.0
+    # One lifetime budget of 8; joining federation was a campaign that could reach 4.
+    assert federated[-1]["budget_epsilon"] == 8.0 and federated[-1]["campaign_epsilon"] == 4.0
+    assert federated[-1]["epsilon"] <= 4.0
     adapted = read_ledger(run / "transfer" / "scene3" / "dann-k100-seed0" / "ledger.jsonl")
     assert adapted.intact and len(adapted.entries) == 3  # the federation's two, continued
+    assert [e["campaign"] for e in adapted.entries] == [1, 1, 2]
     assert federated[-1]["epsilon"] < adapted.entries[-1]["epsilon"] <= 8.0
     local = read_ledger(run / "transfer" / "scene3" / "local-k100-seed0" / "ledger.jsonl")
     assert len(local.entries) == 1 and local.entries[0]["epsilon"] <= 8.0

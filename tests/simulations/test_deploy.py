@@ -46,3 +46,13 @@ def test_cli_prints_both_sides_commands(tmp_path, capsys):
     assert "--root-certificates" in out and 'scene="Spain"' in out
     assert main(["deploy", "certs", "--out", str(tmp_path / "x"), "--host", ""]) == 2
     assert "give one or more non-empty DNS names" in capsys.readouterr().out
+
+
+def test_a_campaign_with_reproducible_noise_is_refused(tmp_path, capsys):
+    campaign = tmp_path / "campaign.toml"
+    campaign.write_text('[data]\nscenes = ["Spain"]\n[privacy]\nreproducible_noise = true\n')
+    assert main(["deploy", "coordinator", "--certs", str(tmp_path), "--address", "localhost",
+                 "--config", str(campaign)]) == 2
+    out = capsys.readouterr().out
+    assert "key 'privacy.reproducible_noise' is true" in out and "set it to false" in out
+    assert "flwr run" not in out
