@@ -123,9 +123,9 @@ class PrivacyConfig(_Strict):
     `unit = "shopper"`: Poisson sampling over shoppers; each sampled shopper's examples in a
     step (at most `max_examples_per_shopper`, drawn at random) are clipped as one
     contribution, and noise and accounting count shoppers. `unit = "example"`: each training
-    example is sampled and clipped on its own (kept for comparison: a purchase enters up to
-    `data.history_length + 1` examples and a shopper all of theirs, so neither is protected
-    at the ledger's epsilon).
+    example is sampled and clipped on its own (kept for comparison: a purchase changes its
+    own example and, through histories and negatives, the shopper's others, and a shopper
+    all of theirs, so neither is protected at the ledger's epsilon).
     """
 
     enabled: bool = True

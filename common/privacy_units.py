@@ -90,9 +90,11 @@ class ExampleUnit:
 
     def group_sizes(self, dataset: SceneDataset, history_length: int) -> dict[str, int]:
         # A purchase is one example's target and sits in the histories of the next
-        # `history_length` examples, each of which changes (a removal and an addition).
-        return {"purchase": 1 + 2 * history_length,
-                "shopper": int(np.bincount(dataset.train_user).max(initial=0))}
+        # `history_length` examples; the training negatives of every example of its shopper
+        # avoid it too. So it removes one example and changes (a removal and an addition)
+        # each of the shopper's others: 1 + 2 (n - 1). A shopper is all n of their examples.
+        most = int(np.bincount(dataset.train_user).max(initial=0))
+        return {"purchase": max(2 * most - 1, 1), "shopper": most}
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 import json
 import shutil
 
+import numpy as np
 import pytest
 
 from fedscene.client.state import SceneState
@@ -139,8 +140,10 @@ def test_example_level_ledger_states_no_bound_for_a_purchase_or_a_shopper(tmp_pa
     _train_three(tmp_path / "scene0", small_scene, unit="example")
     [result] = audit([tmp_path / "scene0"])
     assert result.passed and result.unit == "example"
-    assert result.per_purchase == "no bound (group of 41 units)"  # 1 + 2 x history 20
-    assert result.per_shopper.startswith("no bound (group of ")
+    most = int(np.bincount(small_scene.train_user).max())
+    # A purchase reaches all of its shopper's examples: 1 + 2 (n - 1).
+    assert result.per_purchase == f"no bound (group of {2 * most - 1} units)"
+    assert result.per_shopper == f"no bound (group of {most} units)"
     assert main(["audit", str(tmp_path / "scene0")]) == 0
     assert "unit example: one purchase: no bound" in capsys.readouterr().out
 
