@@ -8,6 +8,7 @@ an independent implementation the audit cross-checks with.
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Iterable
 from importlib.metadata import version
@@ -110,3 +111,28 @@ def calibrate_noise_after(history: Iterable[tuple[float, float, int]], target_ep
         if high - low < 1e-6:
             break
     return high
+
+
+def gaussian_sigma(epsilon: float, delta: float, sensitivity: float) -> float:
+    """Smallest noise standard deviation for which the Gaussian mechanism with this L2
+    `sensitivity` is (epsilon, delta)-DP: the analytic Gaussian mechanism (Balle & Wang,
+    ICML 2018, Theorem 8), exact rather than the classic sqrt(2 ln(1.25/delta)) bound."""
+    from scipy.optimize import brentq
+    from scipy.stats import norm
+
+    def excess(sigma: float) -> float:
+        a, b = sensitivity / (2 * sigma), epsilon * sigma / sensitivity
+        return float(norm.cdf(a - b) - math.exp(epsilon + norm.logcdf(-a - b)) - delta)
+
+    high = sensitivity
+    while excess(high) > 0:
+        high *= 2.0
+    return float(brentq(excess, high / 2.0 ** 40, high, xtol=1e-12 * high))
+
+
+def gaussian_delta(epsilon: float, sigma: float, sensitivity: float) -> float:
+    """The delta at `epsilon` of the Gaussian mechanism with noise `sigma` (exact)."""
+    from scipy.stats import norm
+
+    a, b = sensitivity / (2 * sigma), epsilon * sigma / sensitivity
+    return float(norm.cdf(a - b) - math.exp(epsilon + norm.logcdf(-a - b)))

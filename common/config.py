@@ -29,6 +29,10 @@ class InteractionColumns(_Strict):
     time: str = "timestamp"
     label: str = ""
     scene: str = "scene"
+    time_format: Literal["auto", "iso", "epoch_s", "epoch_ms"] = Field(
+        "auto", description="what the time column holds: ISO dates/times, epoch seconds or "
+                            "epoch milliseconds; auto tells them apart (all digits: epoch, "
+                            "milliseconds from 1e11 on)")
 
 
 class ItemColumns(_Strict):
@@ -66,8 +70,16 @@ class DataConfig(_Strict):
     scenes: list[str] = Field(default_factory=list, description="empty: every usable scene")
     min_users: int = Field(5, ge=2, description="scenes with fewer users are left out")
     min_user_interactions: int = Field(3, ge=2, description="users with fewer have no test")
-    test_fraction: float = Field(0.2, gt=0.0, lt=1.0)
-    max_test_per_user: int = Field(5, ge=1)
+    split: Literal["basket", "shoppers"] = Field(
+        "basket", description="basket: each shopper's latest basket(s) are test, earlier ones "
+                              "train; shoppers: a share of shoppers is held out whole (cold "
+                              "start), their earlier baskets given only as context")
+    test_baskets: int = Field(1, ge=1, description="latest baskets per shopper held out")
+    session_gap_minutes: float = Field(
+        0.0, ge=0.0, description="purchases this close in time form one basket (0: only the "
+                                 "same timestamp, i.e. the same invoice)")
+    test_shoppers: float = Field(0.2, gt=0.0, lt=1.0,
+                                 description="split = shoppers: the share held out")
     eval_negatives: int = Field(99, ge=1)
     train_negatives: int = Field(4, ge=1)
     history_length: int = Field(20, ge=1)
@@ -234,6 +246,12 @@ class SimulationConfig(_Strict):
         description="epsilons to run every federated arm at ('none': without DP); empty: "
                     "the privacy section as it is")
     bootstrap_samples: int = Field(1000, ge=50)
+    baseline_epsilon: float = Field(
+        0.0, ge=0.0, description="the DP popularity baseline's epsilon (0: each scene's "
+                                 "budget)")
+    baseline_items_per_shopper: int = Field(
+        32, ge=1, description="DP popularity under the shopper unit: distinct items a "
+                              "shopper adds to the counts (the sensitivity's square)")
     client_num_cpus: float = Field(1.0, gt=0.0)
     object_store_mb: int = Field(256, ge=80)
 

@@ -1,4 +1,10 @@
-"""Evaluate a model (or a baseline scorer) on a scene's held-out interactions."""
+"""Evaluate a model or a baseline on a scene's held-out baskets, sampled and full-catalogue.
+
+A scorer gives, for some test shoppers, a score to every item of the scene's catalogue
+(`dataset.ranked_items`). From the same scores come both the sampled metrics (each held-out
+item against its 99 seeded negatives) and the full-catalogue ones (every item the shopper
+had not bought before the test, ranked; HR@10, NDCG@10 and Recall@20 of the basket).
+"""
 
 from __future__ import annotations
 
@@ -7,55 +13,78 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from fedscene.common.batches import test_batch
+from fedscene.common.batches import history_inputs, item_inputs
 from fedscene.common.data.scene import SceneDataset
-from fedscene.common.metrics import example_metrics, per_user
+from fedscene.common.metrics import FULL, SAMPLED, example_metrics, full_ranking_metrics
 
+# (dataset, one test row per shopper) -> scores [rows, len(dataset.ranked_items)]
 Scorer = Callable[[SceneDataset, np.ndarray], np.ndarray]
 
 
-def model_scorer(model: Callable[..., torch.Tensor], batch_size: int = 512) -> Scorer:
-    """Scores [n, 1 + negatives] of the given test rows with the model (or any function of
-    the model inputs that returns logits)."""
-
-    def score(dataset: SceneDataset, rows: np.ndarray) -> np.ndarray:
-        if isinstance(model, torch.nn.Module):
-            model.eval()
+def _model_scores(model: torch.nn.Module, score: str, batch_size: int) -> Scorer:
+    def scorer(dataset: SceneDataset, rows: np.ndarray) -> np.ndarray:
+        model.eval()
+        catalogue = item_inputs(dataset, dataset.ranked_items)
         parts = []
         with torch.no_grad():
             for start in range(0, len(rows), batch_size):
-                inputs = test_batch(dataset, rows[start:start + batch_size])
-                parts.append(model(*inputs).numpy())
-        return np.concatenate(parts) if parts else np.empty((0, 0))
+                history = history_inputs(dataset, dataset.test_history[rows[start:start
+                                                                             + batch_size]])
+                parts.append(getattr(model, score)(history, catalogue).numpy())
+        return np.concatenate(parts) if parts else np.empty((0, len(dataset.ranked_items)))
 
-    return score
+    return scorer
 
 
-def popularity_scorer(counts_by_key: dict[str, float]) -> Scorer:
-    """Scores candidates by log(1 + interaction count); counts keyed by the source item id."""
+def model_scorer(model: torch.nn.Module, batch_size: int = 64) -> Scorer:
+    """The model's logits for every catalogue item (items encoded once per batch)."""
+    return _model_scores(model, "catalogue_scores", batch_size)
 
-    def score(dataset: SceneDataset, rows: np.ndarray) -> np.ndarray:
-        popularity = np.log1p(np.array([counts_by_key.get(k, 0.0) for k in dataset.item_keys]))
-        candidates = np.concatenate([dataset.test_item[rows, None],
-                                     dataset.test_negatives[rows]], axis=1)
-        return popularity[candidates]
 
-    return score
+def encoder_scorer(model: torch.nn.Module, batch_size: int = 64) -> Scorer:
+    """Zero-shot scores: the encoder's user-item similarity, no head."""
+    return _model_scores(model, "catalogue_similarity", batch_size)
+
+
+def evaluate_users(dataset: SceneDataset, scorer: Scorer, batch_users: int = 256
+                   ) -> dict[str, np.ndarray]:
+    """Per test shopper (sorted by local id, under 'user'): the mean sampled metrics of
+    their held-out items, and the full-catalogue metrics of their held-out basket(s)."""
+    users, first_row = np.unique(dataset.test_user, return_index=True)
+    position = np.full(len(dataset.item_keys), -1, dtype=np.int64)
+    position[dataset.ranked_items] = np.arange(len(dataset.ranked_items))
+    seen = _items_of(dataset.seen_user, dataset.seen_item)
+    basket = _items_of(dataset.test_user, dataset.test_item)
+    rows_of = _items_of(dataset.test_user, np.arange(len(dataset.test_user)))
+    out: dict[str, list[float]] = {m: [] for m in SAMPLED + FULL}
+    for start in range(0, len(users), batch_users):
+        chunk = users[start:start + batch_users]
+        scores = scorer(dataset, first_row[start:start + batch_users])
+        for slot, user in enumerate(chunk):
+            row_scores = scores[slot]
+            rows = rows_of[user]
+            candidates = np.concatenate([dataset.test_item[rows, None],
+                                         dataset.test_negatives[rows]], axis=1)
+            for name, values in example_metrics(row_scores[position[candidates]]).items():
+                out[name].append(float(values.mean()))
+            ranked = row_scores.astype(np.float64).copy()
+            ranked[position[seen.get(user, np.empty(0, np.int64))]] = -np.inf
+            relevant = np.zeros(len(ranked), dtype=bool)
+            relevant[position[basket[user]]] = True
+            for name, value in full_ranking_metrics(ranked, relevant).items():
+                out[name].append(value)
+    return {"user": users} | {m: np.asarray(v) for m, v in out.items()}
+
+
+def _items_of(users: np.ndarray, values: np.ndarray) -> dict[int, np.ndarray]:
+    order = np.argsort(users, kind="stable")
+    users, values = users[order], values[order]
+    bounds = np.flatnonzero(np.diff(users)) + 1
+    return {int(u[0]): v for u, v in zip(np.split(users, bounds), np.split(values, bounds),
+                                         strict=True) if len(u)}
 
 
 def item_counts(dataset: SceneDataset) -> dict[str, float]:
     """Training interactions per item of one scene, keyed by the source item id."""
     counts = np.bincount(dataset.train_item, minlength=dataset.n_items)
     return dict(zip(dataset.item_keys.tolist(), counts.astype(float).tolist(), strict=True))
-
-
-def evaluate_users(dataset: SceneDataset, scorer: Scorer) -> dict[str, np.ndarray]:
-    """Per-user metric means (users sorted by local id), plus their ids under 'user'."""
-    rows = np.arange(len(dataset.test_item))
-    values = example_metrics(scorer(dataset, rows))
-    out: dict[str, np.ndarray] = {}
-    for name, per_example in values.items():
-        users, means = per_user(per_example, dataset.test_user)
-        out[name] = means
-        out["user"] = users
-    return out

@@ -1,17 +1,20 @@
-"""Ranking and pointwise metrics per test example, per user, and bootstrap intervals."""
+"""Ranking metrics per user, sampled and full-catalogue, and bootstrap intervals."""
 
 from __future__ import annotations
 
 import numpy as np
 
-METRICS = ("hr@10", "ndcg@10", "auc", "logloss")
+SAMPLED = ("hr@10", "ndcg@10", "auc")
+FULL = ("full-hr@10", "full-ndcg@10", "full-recall@20")
+METRICS = SAMPLED + FULL
+# The metric reports lead with: rank against the whole catalogue (sampled negatives can order
+# models differently, Krichene & Rendle 2020), hit of any item of the held-out basket.
+PRIMARY = "full-hr@10"
 
 
 def example_metrics(logits: np.ndarray, k: int = 10) -> dict[str, np.ndarray]:
-    """Metrics of rows whose column 0 is the positive and the rest sampled negatives.
-
-    Ties count against the positive, so a constant scorer gets no credit from ranking.
-    """
+    """Sampled metrics of rows whose column 0 is the positive and the rest sampled
+    negatives. Ties count against the positive, so a constant scorer gets no credit."""
     positive = logits[:, :1]
     negatives = logits[:, 1:]
     above = (negatives > positive).sum(1)
@@ -20,11 +23,23 @@ def example_metrics(logits: np.ndarray, k: int = 10) -> dict[str, np.ndarray]:
     hit = rank < k
     ndcg = np.where(hit, 1.0 / np.log2(rank + 2.0), 0.0)
     auc = ((negatives < positive).sum(1) + 0.5 * ties) / negatives.shape[1]
-    probs = 1.0 / (1.0 + np.exp(-np.clip(logits, -30, 30)))
-    eps = 1e-7
-    logloss = -(np.log(probs[:, 0] + eps) + np.log(1 - probs[:, 1:] + eps).sum(1)) / (
-        logits.shape[1])
-    return {"hr@10": hit.astype(float), "ndcg@10": ndcg, "auc": auc, "logloss": logloss}
+    return {"hr@10": hit.astype(float), "ndcg@10": ndcg, "auc": auc}
+
+
+_DISCOUNT = 1.0 / np.log2(np.arange(2, 22))
+
+
+def full_ranking_metrics(scores: np.ndarray, relevant: np.ndarray) -> dict[str, float]:
+    """One user's full-catalogue metrics: `scores` over the items that may be recommended
+    (seen items already -inf), `relevant` marks the held-out basket. Ties are broken against
+    the relevant items, so a constant scorer gets no credit."""
+    order = np.lexsort((relevant, -scores))[:20]
+    hits = relevant[order].astype(float)
+    wanted = int(relevant.sum())
+    ideal = _DISCOUNT[: min(wanted, 10)].sum()
+    return {"full-hr@10": float(hits[:10].any()),
+            "full-ndcg@10": float((hits[:10] * _DISCOUNT[: len(hits[:10])]).sum() / ideal),
+            "full-recall@20": float(hits.sum() / min(wanted, 20))}
 
 
 def per_user(values: np.ndarray, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

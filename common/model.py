@@ -20,6 +20,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
+from fedscene.common.batches import ModelInputs
 from fedscene.common.config import ExperimentConfig, ModelConfig
 
 ENCODER = "encoder."
@@ -49,15 +50,24 @@ class SharedEncoder(nn.Module):
         The leading dimensions are [B] for example-level batches and [shoppers, examples]
         for shopper-level ones, where the first is the privacy unit Opacus clips.
         """
+        items = self.encode_items(tokens, price, category)
+        users = self.encode_users(items[..., n_candidates:, :],
+                                  item_mask[..., n_candidates:])
+        return users, items[..., :n_candidates, :]
+
+    def encode_items(self, tokens: torch.Tensor, price: torch.Tensor, category: torch.Tensor
+                     ) -> torch.Tensor:
+        """Item vectors [..., D] from hashed title tokens [..., T], price and category."""
         token_mask = (tokens > 0).unsqueeze(-1).float()
         text = (self.tokens(tokens) * token_mask).sum(-2) / token_mask.sum(-2).clamp(min=1.0)
         items = self.norm(text + self.price(price) + self.category(category))
-        items = torch.tanh(self.item_mlp(items))
-        history_mask = item_mask[..., n_candidates:].unsqueeze(-1).float()
-        history = items[..., n_candidates:, :]
-        pooled = (history * history_mask).sum(-2) / history_mask.sum(-2).clamp(min=1.0)
-        users = torch.tanh(self.user_mlp(pooled))
-        return users, items[..., :n_candidates, :]
+        return torch.tanh(self.item_mlp(items))
+
+    def encode_users(self, history: torch.Tensor, history_mask: torch.Tensor) -> torch.Tensor:
+        """User vectors [..., D]: the mean of the history's item vectors [..., L, D]."""
+        mask = history_mask.unsqueeze(-1).float()
+        pooled = (history * mask).sum(-2) / mask.sum(-2).clamp(min=1.0)
+        return torch.tanh(self.user_mlp(pooled))
 
 
 class LocalItemBias(nn.Module):
@@ -152,6 +162,28 @@ class SceneModel(nn.Module):
             return logits
         vectors = torch.cat([users.unsqueeze(-2), candidates], dim=-2)  # one call: ghost clipping
         return logits, self.disc(vectors)
+
+    def catalogue_scores(self, history: ModelInputs, catalogue: ModelInputs) -> torch.Tensor:
+        """Logits [B, N] of every catalogue item for B users, encoding each item once.
+
+        `history`: (tokens [B,L,T], price, category, mask [B,L], ids) of the users' items;
+        `catalogue`: (tokens [N,T], price [N], category [N], mask, ids [N]) of the items to
+        rank. Gives the same logits as `forward` on those candidates.
+        """
+        encoder = self.encoder
+        items = encoder.encode_items(*catalogue[:3])
+        users = encoder.encode_users(encoder.encode_items(*history[:3]), history[3])
+        batch = users.shape[0]
+        return self.head(users, items.unsqueeze(0).expand(batch, -1, -1),
+                         catalogue[4].unsqueeze(0).expand(batch, -1))
+
+    def catalogue_similarity(self, history: ModelInputs, catalogue: ModelInputs
+                             ) -> torch.Tensor:
+        """The encoder's user-item dot products [B, N], no head (zero-shot scoring)."""
+        encoder = self.encoder
+        items = encoder.encode_items(*catalogue[:3])
+        users = encoder.encode_users(encoder.encode_items(*history[:3]), history[3])
+        return users @ items.T
 
 
 def build_model(config: ExperimentConfig, n_items: int, algorithm: str) -> SceneModel:

@@ -45,11 +45,16 @@ def pool_scenes(datasets: list[SceneDataset]) -> tuple[SceneDataset, list[SceneD
         test_user=cat("test_user", "user"), test_item=cat("test_item", "item"),
         test_time=cat("test_time"), test_history=cat("test_history", "item"),
         test_negatives=cat("test_negatives", "item"),
-        n_users=int(sum(d.n_users for d in datasets)))
+        n_users=int(sum(d.n_users for d in datasets)),
+        seen_user=cat("seen_user", "user"), seen_item=cat("seen_item", "item"),
+        ranked_items=cat("ranked_items", "item"))
+    # A view ranks its scene's own catalogue, the pooled item ids of that scene.
     views = [replace(pooled, scene=d.scene, test_user=d.test_user,
                      test_item=_shift(d.test_item, int(io)), test_time=d.test_time,
                      test_history=_shift(d.test_history, int(io)),
-                     test_negatives=_shift(d.test_negatives, int(io)))
+                     test_negatives=_shift(d.test_negatives, int(io)),
+                     seen_user=d.seen_user, seen_item=_shift(d.seen_item, int(io)),
+                     ranked_items=d.ranked_items + int(io))
              for d, io in zip(datasets, item_offsets, strict=True)]
     return pooled, views
 

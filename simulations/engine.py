@@ -13,6 +13,9 @@ from fedscene.server.strategy import ReplyObserver
 
 os.environ.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+# Ray warns on every start that it will stop overriding accelerator variables when
+# num_gpus=0; opting into that behaviour now (fedscene never uses a GPU) silences it.
+os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
 
 
 class _HideRunSimulationNotice(logging.Filter):

@@ -13,9 +13,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from fedscene.common.metrics import PRIMARY  # noqa: E402
 from fedscene.simulations.results import json_safe  # noqa: E402
 
-TABLE_METRICS = ("hr@10", "ndcg@10", "auc")
+TABLE_METRICS = (PRIMARY, "hr@10", "full-ndcg@10", "full-recall@20")
 
 
 def _save(fig, out_dir: Path, stem: str, metric: str) -> str:
@@ -34,11 +35,11 @@ def write_outputs(out_dir: Path, results: dict[str, Any], round_rows: list[dict[
     rounds.to_csv(out_dir / "rounds.csv", index=False)
     plots = []
     if not rounds.empty:
+        plots.append(_plot_rounds(out_dir, rounds, PRIMARY))
         plots.append(_plot_rounds(out_dir, rounds, "hr@10"))
-        plots.append(_plot_rounds(out_dir, rounds, "auc"))
-    plots.append(_plot_scenes(out_dir, results, "hr@10"))
+    plots.append(_plot_scenes(out_dir, results, PRIMARY))
     if results["config"]["simulation"]["privacy_sweep"]:
-        plots.append(_plot_privacy_utility(out_dir, results, "hr@10"))
+        plots.append(_plot_privacy_utility(out_dir, results, PRIMARY))
     if results.get("transfer"):
         plots.append(_plot_adaptation(out_dir, results["transfer"], "hr@10"))
     (out_dir / "report.md").write_text(render_report(results, plots))
@@ -194,6 +195,32 @@ def _epsilon(privacy: list[dict[str, Any]]) -> str:
     return f"{worst:.2f} of {budget:.2f}" if budget is not None else f"{worst:.2f}"
 
 
+def _baseline_gain_lines(arms: dict[str, Any]) -> list[str]:
+    """Per arm and baseline: the mean paired gain over scenes and how many scenes show a
+    gain or a loss (interval above or below zero)."""
+    first = next((v["gain_over_baselines"] for v in arms.values()
+                  if "gain_over_baselines" in v), None)
+    if not first:
+        return []
+    names = list(first)
+    lines = ["", f"## Gain over each baseline ({PRIMARY}, paired over users; mean over "
+                 "scenes, and scenes with a gain / a loss)", "",
+             "| arm | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for arm, v in arms.items():
+        cells = []
+        for name in names:
+            per_scene = [g[PRIMARY] for g in v["gain_over_baselines"][name].values()]
+            if not per_scene:
+                cells.append("-")
+                continue
+            mean = sum(g["mean"] for g in per_scene) / len(per_scene)
+            won = sum(g["verdict"] == "gain" for g in per_scene)
+            lost = sum(g["verdict"] == "loss" for g in per_scene)
+            cells.append(f"{mean:+.3f} ({won} gain / {lost} loss)")
+        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def render_report(results: dict[str, Any], plots: list[str]) -> str:
     config = results["config"]
     scenes = [s["scene"] for s in results["scenes"]]
@@ -207,6 +234,15 @@ def render_report(results: dict[str, Any], plots: list[str]) -> str:
            else "off") + f"; seeds {config['simulation']['seeds']}.",
         "Intervals are 95% bootstrap intervals over each scene's test users. "
         "A difference inside them is no difference.",
+        "",
+        f"Test: each shopper's latest {config['data']['test_baskets']} basket(s) "
+        f"({config['data']['split']} split; a basket never spans train and test). "
+        f"**Primary metric: {PRIMARY}**, the held-out basket ranked against the whole "
+        "catalogue less what the shopper bought before (`full-`: full-catalogue; plain "
+        f"`hr@10`: each item against {config['data']['eval_negatives']} sampled negatives).",
+        "",
+        "Baselines on the same test rows: " + "; ".join(
+            f"`{name}`: {v['note']}" for name, v in results["baselines"].items()) + ".",
         "",
         "## Scenes",
         "",
@@ -233,10 +269,11 @@ def render_report(results: dict[str, Any], plots: list[str]) -> str:
         lines.append("| **spread (best - worst)** | " + " | ".join(
             f"{v['summary'][metric]['spread']:.3f}" if metric in v["summary"] else "-"
             for v in columns.values()) + " |")
+    lines += _baseline_gain_lines(results["arms"])
     if results["config"]["simulation"]["privacy_sweep"]:
-        table = privacy_utility(results, "hr@10")
+        table = privacy_utility(results, PRIMARY)
         settings = sorted({s for row in table.values() for s in row}, key=_setting_order)
-        lines += ["", "## Privacy-utility (HR@10, mean over scenes)", "",
+        lines += ["", f"## Privacy-utility ({PRIMARY}, mean over scenes)", "",
                   "| algorithm | " + " | ".join(settings) + " |",
                   "|---|" + "---|" * len(settings)]
         lines += [f"| {algorithm} | " + " | ".join(
@@ -246,7 +283,7 @@ def render_report(results: dict[str, Any], plots: list[str]) -> str:
              if "gain_over_local" in v}
     if gains:
         lines += ["", "## Gain over `local` under the same privacy setting "
-                      "(HR@10, paired over users)", "",
+                      f"({PRIMARY}, paired over users)", "",
                   "| scene | " + " | ".join(gains) + " |", "|---|" + "---|" * len(gains)]
         for scene in scenes:
             cells = []
@@ -254,7 +291,7 @@ def render_report(results: dict[str, Any], plots: list[str]) -> str:
                 if scene not in per_scene:
                     cells.append("-")
                     continue
-                g = per_scene[scene]["hr@10"]
+                g = per_scene[scene][PRIMARY]
                 cells.append(f"{g['mean']:+.3f} [{g['low']:+.3f}, {g['high']:+.3f}] "
                              f"{g['verdict']}")
             lines.append(f"| {scene} | " + " | ".join(cells) + " |")

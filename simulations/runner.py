@@ -28,11 +28,11 @@ from fedscene.client.state import SceneState
 from fedscene.common.config import ExperimentConfig, PrivacyConfig
 from fedscene.common.data import SceneDataset, build_scene, load_raw_dataset, resolve_scenes
 from fedscene.common.errors import FedsceneError
-from fedscene.common.evaluation import evaluate_users, item_counts, popularity_scorer
-from fedscene.common.metrics import METRICS
+from fedscene.common.metrics import METRICS, PRIMARY
 from fedscene.common.protocol import scene_dirname
 from fedscene.server.federation import checkpoint_path
 from fedscene.server.strategy import ReplyObserver
+from fedscene.simulations.baselines import run_baselines
 from fedscene.simulations.centralized import run_centralized
 from fedscene.simulations.domain_probe import domain_separability
 from fedscene.simulations.engine import run_arm
@@ -256,12 +256,12 @@ def _run_plan(plan: ArmPlan, datasets: list[SceneDataset], out_dir: Path, run_id
     table = scene_table(per_user, config.simulation.bootstrap_samples, 0)
     result = {"algorithm": plan.algorithm, "privacy_setting": plan.privacy,
               "per_scene": table,
-              "summary": {m: worst_and_spread(table, m) for m in ("hr@10", "ndcg@10", "auc")},
+              "summary": {m: worst_and_spread(table, m) for m in METRICS},
               "privacy": privacy, "failures": failures, "budget_exhausted": sorted(exhausted),
               "not_evaluated": sorted(missing), "evaluated_before_final_round": stale,
               "wall_s": time.time() - t0}
-    hr = result["summary"]["hr@10"]
-    progress(f"{plan.label}: HR@10 mean over scenes {hr['mean_over_scenes']:.3f}, worst "
+    hr = result["summary"][PRIMARY]
+    progress(f"{plan.label}: {PRIMARY} mean over scenes {hr['mean_over_scenes']:.3f}, worst "
              f"{hr['worst_scene']} {hr['worst']:.3f} ({result['wall_s']:.0f}s)")
     return result, per_user, round_rows
 
@@ -295,6 +295,12 @@ def run_experiment(config: ExperimentConfig, out_dir: Path, *, overwrite: bool =
             d.scene: gain(per_user[plan.label][d.scene], per_user[base][d.scene], samples, 0)
             for d in datasets if d.scene in per_user[plan.label] and d.scene in per_user[base]}
         arms[plan.label]["gain_baseline"] = base
+    baselines, baseline_users = run_baselines(config, datasets)
+    for plan in plans:
+        arms[plan.label]["gain_over_baselines"] = {
+            name: {d.scene: gain(per_user[plan.label][d.scene], scenes[d.scene], samples, 0)
+                   for d in datasets if d.scene in per_user[plan.label]}
+            for name, scenes in baseline_users.items()}
     separability = _separability(config, plans, datasets + targets, out_dir)
     transfer = None
     if targets:
@@ -303,7 +309,7 @@ def run_experiment(config: ExperimentConfig, out_dir: Path, *, overwrite: bool =
     results = {
         "run_id": run_id, "config": json.loads(config.to_json()),
         "scenes": [_scene_summary(d) for d in datasets],
-        "arms": arms, "baselines": _baselines(datasets, samples),
+        "arms": arms, "baselines": baselines, "primary_metric": PRIMARY,
         "domain_separability": separability,
         "transfer": transfer,
         "negative_transfer": negative_transfer(transfer) if transfer else [],
@@ -362,21 +368,3 @@ def _scene_summary(d: SceneDataset) -> dict[str, Any]:
             "train_interactions": d.n_train, "test_interactions": len(d.test_item),
             "test_users": int(len(np.unique(d.test_user))),
             "first": str(times.min())[:10], "last": str(times.max())[:10]}
-
-
-def _baselines(datasets: list[SceneDataset], samples: int) -> dict[str, Any]:
-    """Popularity within the scene and over all scenes (by source item id)."""
-    overall: dict[str, float] = {}
-    for d in datasets:
-        for key, count in item_counts(d).items():
-            overall[key] = overall.get(key, 0.0) + count
-    out: dict[str, Any] = {}
-    for name, counts_of in (("popularity-scene", item_counts), ("popularity-all", None)):
-        per_scene = {}
-        for d in datasets:
-            scorer = popularity_scorer(counts_of(d) if counts_of else overall)
-            per_scene[d.scene] = evaluate_users(d, scorer)
-        table = scene_table(per_scene, samples, 0)
-        out[name] = {"per_scene": table,
-                     "summary": {m: worst_and_spread(table, m) for m in ("hr@10", "auc")}}
-    return out

@@ -34,7 +34,7 @@ from fedscene.client.state import SceneState
 from fedscene.common.config import ExperimentConfig
 from fedscene.common.data import SceneDataset
 from fedscene.common.data.scene import train_negatives
-from fedscene.common.evaluation import Scorer, evaluate_users, model_scorer
+from fedscene.common.evaluation import encoder_scorer, evaluate_users, model_scorer
 from fedscene.common.model import ENCODER, HEAD, LOCAL_IDS, SceneModel
 from fedscene.common.privacy_units import unit_of
 from fedscene.common.protocol import scene_dirname
@@ -86,17 +86,6 @@ def shots_for(config: ExperimentConfig, dataset: SceneDataset) -> list[Shot]:
         if capped not in out:
             out.append(capped)
     return out
-
-
-def encoder_scorer(model: SceneModel) -> Scorer:
-    """Zero-shot scores: similarity of the encoder's user and item vectors, no head."""
-    model.eval()
-
-    def similarity(tokens, price, category, mask, ids) -> torch.Tensor:
-        users, items = model.encoder(tokens, price, category, mask, ids.shape[1])
-        return (users.unsqueeze(1) * items).sum(-1)
-
-    return model_scorer(similarity)
 
 
 def _model(config: ExperimentConfig, dataset: SceneDataset, seed: int,

@@ -65,6 +65,37 @@ def _first_bad_row(mask: pd.Series) -> int:
     return int(mask.to_numpy().nonzero()[0][0]) + 1
 
 
+TIME_FORMATS = ("ISO dates/times (2010-12-01 08:26:00), epoch seconds (1291191960) or "
+                "epoch milliseconds (1291191960000)")
+EPOCH_MS_FROM = 1e11  # epoch seconds reach 1e11 only in the year 5138
+
+
+def parse_times(values: pd.Series, time_format: str, origin: str, column: str) -> pd.Series:
+    """Timestamps from ISO strings, epoch seconds or epoch milliseconds (`time_format`
+    "iso", "epoch_s", "epoch_ms", or "auto": all digits is epoch, in milliseconds from 1e11
+    on). An unparseable value raises DataError naming the row, value and accepted formats."""
+    if pd.api.types.is_datetime64_any_dtype(values):
+        times = pd.to_datetime(values)
+    else:
+        text = values.astype(str).str.strip()
+        numeric = pd.to_numeric(text, errors="coerce")
+        epoch = time_format in ("epoch_s", "epoch_ms") or (
+            time_format == "auto" and text.str.fullmatch(r"\d+(\.\d+)?").all())
+        if epoch:
+            unit = ("ms" if time_format == "epoch_ms" or (
+                time_format == "auto" and numeric.median() >= EPOCH_MS_FROM) else "s")
+            times = pd.to_datetime(numeric, unit=unit, errors="coerce")
+        else:
+            times = pd.to_datetime(text, format="ISO8601", errors="coerce")
+    if times.isna().any():
+        position = _first_bad_row(times.isna()) - 1
+        row = int(values.index[position]) + 1  # the file's data row (header excluded)
+        raise DataError(f"{origin}: row {row}, column '{column}': value "
+                        f"{values.iloc[position]!r} is not a date/time; accepted: "
+                        f"{TIME_FORMATS} (set data.columns.time_format to say which)")
+    return times
+
+
 def validate_interactions(frame: pd.DataFrame, columns: InteractionColumns, origin: str,
                           default_scene: str = "") -> pd.DataFrame:
     """Map, type-check and clean an interactions table into canonical columns."""
@@ -82,12 +113,8 @@ def validate_interactions(frame: pd.DataFrame, columns: InteractionColumns, orig
             raise DataError(f"{origin}: row {_first_bad_row(missing)}, column "
                             f"'{wanted[field]}': empty {field}; every row needs one")
         out[field] = values.astype(str)
-    times = pd.to_datetime(frame[wanted["time"]], errors="coerce")
-    if times.isna().any():
-        bad = _first_bad_row(times.isna())
-        raise DataError(f"{origin}: row {bad}, column '{wanted['time']}': value "
-                        f"{frame[wanted['time']].iloc[bad - 1]!r} is not a date/time")
-    out["time"] = times
+    out["time"] = parse_times(frame[wanted["time"]], columns.time_format, origin,
+                              wanted["time"]).to_numpy()
     if "scene" in wanted:
         scenes = frame[wanted["scene"]]
         if scenes.isna().any():

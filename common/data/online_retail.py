@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from fedscene.common.data.contract import RawDataset, read_table
+from fedscene.common.data.contract import RawDataset, parse_times, read_table
 from fedscene.common.errors import DataError
 
 COLUMNS = ("InvoiceNo", "StockCode", "Description", "Quantity", "InvoiceDate", "UnitPrice",
@@ -41,11 +41,7 @@ def load_online_retail(path: str | Path) -> RawDataset:
     if clean.empty:
         raise DataError(f"{origin}: no purchase rows left after dropping cancellations, rows "
                         f"without CustomerID and non-product codes")
-    times = pd.to_datetime(clean["InvoiceDate"], errors="coerce")
-    if times.isna().any():
-        row = int(times.isna().to_numpy().nonzero()[0][0])
-        raise DataError(f"{origin}: column 'InvoiceDate': {clean['InvoiceDate'].iloc[row]!r} "
-                        f"is not a date/time")
+    times = parse_times(clean["InvoiceDate"], "iso", origin, "InvoiceDate")
     users = pd.to_numeric(clean["CustomerID"], errors="coerce")
     interactions = pd.DataFrame({
         "user": users.astype("int64").astype(str).to_numpy(),

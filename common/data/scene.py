@@ -1,9 +1,15 @@
-"""One scene's training and evaluation arrays: temporal split, histories and negatives.
+"""One scene's training and evaluation arrays: split by basket, histories and negatives.
 
-Each user's interactions are sorted by time; the latest `test_fraction` of them (at most
-`max_test_per_user`, at least one) are the test set, so no training interaction is later
-than a test interaction of the same user. A training example is one interaction with the
-user's `history_length` preceding items; a test example uses the user's last training items.
+A basket is what a shopper bought at one time (one invoice), or within
+`data.session_gap_minutes`. Each shopper's latest `data.test_baskets` baskets are the test
+set and their earlier baskets are training (`split = "basket"`), so a basket never spans
+train and test and no training interaction is later than a test one of the same shopper.
+With `split = "shoppers"` a share of shoppers is held out whole: their latest baskets are
+test and their earlier ones only the context a test example sees (cold start).
+
+A training example is one interaction with the shopper's `history_length` preceding items;
+a test example uses the latest items before the test basket. The items a test shopper had
+before the test (`seen_user`, `seen_item`) are excluded from full-catalogue ranking.
 """
 
 from __future__ import annotations
@@ -39,6 +45,10 @@ class SceneDataset:
     test_history: np.ndarray   # [n_test, history_length]
     test_negatives: np.ndarray  # [n_test, eval_negatives]
     n_users: int
+    seen_user: np.ndarray      # test shoppers' items before the test (excluded from ranking)
+    seen_item: np.ndarray
+    ranked_items: np.ndarray   # the scene's catalogue as item indices (all of them, unless
+                               # the arrays hold a larger pooled catalogue)
 
     @property
     def n_items(self) -> int:
@@ -103,9 +113,44 @@ def _positives(users: np.ndarray, items: np.ndarray) -> dict[int, np.ndarray]:
             if len(u)}
 
 
+def _basket_ordinals(users: np.ndarray, times: np.ndarray, gap_minutes: float
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """For rows sorted by (user, time): each row's basket number within its user (0 the
+    oldest), and each user's basket count."""
+    gap = np.timedelta64(int(gap_minutes * 60e9), "ns")
+    new = np.ones(len(users), dtype=bool)
+    if len(users) > 1:
+        new[1:] = (users[1:] != users[:-1]) | ((times[1:] - times[:-1]) > gap)
+    basket = np.cumsum(new) - 1
+    first = np.r_[0, np.flatnonzero(np.diff(users)) + 1] if len(users) else np.empty(0, int)
+    first_basket = np.zeros(int(users.max(initial=-1)) + 1, dtype=np.int64)
+    first_basket[users[first]] = basket[first]
+    ordinal = basket - first_basket[users]
+    counts = np.zeros_like(first_basket)
+    np.maximum.at(counts, users, ordinal + 1)
+    return ordinal, counts
+
+
+def _test_rows(users: np.ndarray, ordinal: np.ndarray, baskets: np.ndarray,
+               counts: np.ndarray, data: DataConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(is_test, is_train) per row: the latest baskets of eligible shoppers are test; the
+    rest trains, except the earlier baskets of shoppers held out whole (context only)."""
+    eligible = (baskets > data.test_baskets) & (counts >= data.min_user_interactions)
+    is_test = eligible[users] & (ordinal >= (baskets - data.test_baskets)[users])
+    if data.split == "basket":
+        return is_test, ~is_test
+    candidates = np.flatnonzero(eligible)
+    rng = np.random.default_rng([data.seed, 5])
+    held = rng.choice(candidates, int(round(data.test_shoppers * len(candidates))),
+                      replace=False)
+    held_out = np.zeros(len(baskets), dtype=bool)
+    held_out[held] = True
+    return is_test & held_out[users], ~held_out[users]
+
+
 def build_scene(raw: RawDataset, scene: str, data: DataConfig, model: ModelConfig
                 ) -> SceneDataset:
-    """Split one scene by time, attach histories and the seeded evaluation negatives."""
+    """Split one scene by basket, attach histories and the seeded evaluation negatives."""
     rows = raw.interactions[raw.interactions["scene"] == scene]
     if rows.empty:
         raise DataError(f"{raw.origin}: scene {scene!r} has no interactions; check data.scenes")
@@ -122,34 +167,24 @@ def build_scene(raw: RawDataset, scene: str, data: DataConfig, model: ModelConfi
     users, items, times = local_user[order], local_item[order], times[order]
 
     counts = np.bincount(users)
-    starts = np.r_[0, np.cumsum(counts)[:-1]]
-    position = np.arange(len(users)) - starts[users]
-    n_test = np.clip(np.floor(counts * data.test_fraction).astype(int), 1,
-                     data.max_test_per_user)
-    n_test[counts < data.min_user_interactions] = 0
-    is_test = position >= (counts - n_test)[users]
-
-    train_users, train_items = users[~is_test], items[~is_test]
-    train_history = _histories(train_users, train_items, data.history_length)
-    # A test example sees the user's last training items, newest first.
-    last_train = {}
-    for user in np.unique(train_users):
-        seq = train_items[train_users == user][::-1][: data.history_length]
-        last_train[int(user)] = seq
+    ordinal, baskets = _basket_ordinals(users, times, data.session_gap_minutes)
+    is_test, is_train = _test_rows(users, ordinal, baskets, counts, data)
     test_users, test_items = users[is_test], items[is_test]
+    # What a test shopper had before the test: their earlier baskets.
+    before = ~is_test & np.isin(users, np.unique(test_users))
+    seen_users, seen_items = users[before], items[before]
     test_history = np.full((len(test_users), data.history_length), PAD, dtype=np.int64)
-    for row, user in enumerate(test_users):
-        seq = last_train.get(int(user), np.empty(0, dtype=np.int64))
-        test_history[row, : len(seq)] = seq
+    for user in np.unique(test_users):
+        latest = seen_items[seen_users == user][::-1][: data.history_length]
+        test_history[test_users == user, : len(latest)] = latest
 
+    train_users, train_items = users[is_train], items[is_train]
+    train_times = times[is_train]
+    train_history = _histories(train_users, train_items, data.history_length)
     if data.max_train_per_scene and len(train_items) > data.max_train_per_scene:
-        keep = np.argsort(times[~is_test], kind="stable")[-data.max_train_per_scene:]
-        keep.sort()
+        keep = np.sort(np.argsort(train_times, kind="stable")[-data.max_train_per_scene:])
         train_users, train_items = train_users[keep], train_items[keep]
-        train_history = train_history[keep]
-        train_times = times[~is_test][keep]
-    else:
-        train_times = times[~is_test]
+        train_history, train_times = train_history[keep], train_times[keep]
 
     n_items = len(item_keys)
     rng = np.random.default_rng([data.seed, 99, _scene_seed(scene)])
@@ -174,6 +209,9 @@ def build_scene(raw: RawDataset, scene: str, data: DataConfig, model: ModelConfi
         test_history=test_history,
         test_negatives=test_negatives,
         n_users=int(len(counts)),
+        seen_user=seen_users,
+        seen_item=seen_items,
+        ranked_items=np.arange(n_items),
     )
 
 

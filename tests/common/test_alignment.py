@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-from fedscene.common.batches import train_batch
 from fedscene.common.config import ExperimentConfig, TrainingConfig
 from fedscene.common.data import build_scene, load_raw_dataset
 from fedscene.common.data.scene import train_negatives
@@ -85,8 +84,8 @@ def _pooled_gradient(model: SceneModel, scene, negatives, domain: int) -> torch.
     """The discriminator's gradient of the adversarial loss over every example of a scene."""
     model.zero_grad()
     model.return_domains = True
-    inputs, labels = train_batch(scene, negatives, np.arange(scene.n_train))
-    AlignedExampleLoss(domain, 1.0, labelled=True)(model(*inputs), labels).backward()
+    batch = ExampleUnit().batch(scene, negatives, np.arange(scene.n_train), None, True)
+    AlignedExampleLoss(domain, 1.0, labelled=True)(model(*batch.inputs), batch.labels).backward()
     model.return_domains = False
     return model.disc.out.weight.grad.clone()
 

@@ -46,6 +46,60 @@ def test_temporal_split_never_trains_on_later_than_test(small_scene):
         assert latest_train <= earliest_test
 
 
+@pytest.fixture(scope="module")
+def germany():
+    data = DataConfig()
+    return build_scene(load_raw_dataset(data), "Germany", data, ModelConfig())
+
+
+def test_no_basket_spans_train_and_test(germany):
+    """Online Retail baskets are invoices (one timestamp): a test shopper's held-out basket
+    is later than all their training, and none of its timestamps appears in training."""
+    assert len(germany.test_item) > 2 * len(np.unique(germany.test_user))  # whole baskets
+    for user in np.unique(germany.test_user):
+        train_times = germany.train_time[germany.train_user == user]
+        test_times = germany.test_time[germany.test_user == user]
+        assert len(np.unique(test_times)) == 1  # one basket (data.test_baskets = 1)
+        assert train_times.max() < test_times.min()
+        assert not set(train_times.tolist()) & set(test_times.tolist())
+
+
+def test_session_gap_joins_nearby_invoices_into_one_basket():
+    data = DataConfig()
+    raw = load_raw_dataset(data)
+    invoices = build_scene(raw, "Germany", data, ModelConfig())
+    sessions = build_scene(raw, "Germany", data.model_copy(
+        update={"session_gap_minutes": 60 * 24 * 30}), ModelConfig())
+    assert len(sessions.test_item) > len(invoices.test_item)  # a month of invoices is one
+
+
+def test_held_out_shoppers_are_not_in_training():
+    data = DataConfig(split="shoppers", test_shoppers=0.3)
+    scene = build_scene(load_raw_dataset(data), "Germany", data, ModelConfig())
+    held = set(np.unique(scene.test_user).tolist())
+    assert held and not held & set(scene.train_user.tolist())
+    # Their earlier baskets are the context a test example sees, and are excluded from
+    # ranking, but never trained on.
+    assert set(np.unique(scene.seen_user).tolist()) == held
+    assert (scene.test_history[:, 0] != -1).all()
+
+
+@pytest.mark.parametrize(("values", "fmt"), [
+    (["1291191960", "1291191961", "1291278360", "1291278361"], "auto"),
+    (["1291191960000", "1291191961000", "1291278360000", "1291278361000"], "auto"),
+    (["1291191960000", "1291191961000", "1291278360000", "1291278361000"], "epoch_ms"),
+    (["2010-12-01 08:26:00", "2010-12-01T08:26:01", "2010-12-02", "2010-12-02 08:26:01"],
+     "iso"),
+])
+def test_epoch_seconds_milliseconds_and_iso_are_read(tmp_path, values, fmt):
+    interactions = {k: list(v) for k, v in GOOD_INTERACTIONS.items()} | {"timestamp": values}
+    data = _write_table(tmp_path, interactions, GOOD_ITEMS)
+    data = data.model_copy(update={"columns": data.columns.model_copy(
+        update={"time_format": fmt})})
+    times = load_raw_dataset(data).interactions["time"]
+    assert str(times.min())[:10] == "2010-12-01" and str(times.max())[:10] == "2010-12-02"
+
+
 def test_histories_only_hold_earlier_items(small_scene):
     scene = small_scene
     # The first training example of each user has an empty history.
@@ -96,7 +150,8 @@ def test_table_source_loads(tmp_path):
 @pytest.mark.parametrize(("change", "message"), [
     (lambda i, t: i.pop("timestamp"), r"inter.csv: column 'timestamp' \(for time\) not found"),
     (lambda i, t: i.__setitem__("timestamp", ["2024-01-01", "soon", "2024", "2024"]),
-     r"row 2, column 'timestamp': value 'soon' is not a date/time"),
+     r"row 2, column 'timestamp': value 'soon' is not a date/time; accepted: ISO.*epoch "
+     r"seconds.*epoch milliseconds"),
     (lambda i, t: t.__setitem__("price", [1.0, -2.0, 3.0]),
      r"items.csv: row 2, column 'price'.*negative"),
     (lambda i, t: t.__setitem__("price", [1.0, None, 3.0]),

@@ -1,0 +1,152 @@
+"""The baselines a learned arm must beat, as scorers over a scene's catalogue.
+
+- `popularity_scorer`: training interactions per item, ties broken at random (seeded).
+- `content_scorer`: TF-IDF cosine between the mean of the shopper's history items and each
+  catalogue item, over the items' title tokens. It reads the public catalogue only: no
+  interaction, no training, no privacy cost.
+- `cooccurrence_scorer`: item-item kNN (cosine of co-purchase counts over training
+  shoppers), summed over the shopper's history, ties ordered by popularity. It reads raw
+  interactions: a non-private reference, not something a private scene could release.
+- `dp_popularity`: item counts released once with the Gaussian mechanism under the scene's
+  privacy unit (a shopper adds at most `items_per_shopper` distinct items, so the L2
+  sensitivity is its square root; an example adds one) at a stated epsilon: the honest floor
+  for any private learned arm.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import sparse
+
+from fedscene.common.accounting import gaussian_sigma
+from fedscene.common.data.scene import PAD, SceneDataset
+from fedscene.common.evaluation import Scorer
+
+
+def _positions(dataset: SceneDataset) -> np.ndarray:
+    position = np.full(len(dataset.item_keys), -1, dtype=np.int64)
+    position[dataset.ranked_items] = np.arange(len(dataset.ranked_items))
+    return position
+
+
+def _history_matrix(dataset: SceneDataset, rows: np.ndarray) -> sparse.csr_matrix:
+    """[rows, catalogue] with a 1 for each history item of the test rows."""
+    history = dataset.test_history[rows]
+    present = history != PAD
+    columns = _positions(dataset)[np.where(present, history, 0)][present]
+    row_ids = np.repeat(np.arange(len(rows)), present.sum(1))
+    return sparse.csr_matrix((np.ones(len(columns)), (row_ids, columns)),
+                             shape=(len(rows), len(dataset.ranked_items)))
+
+
+def popularity_scorer(counts: np.ndarray, seed: int = 0) -> Scorer:
+    """Scores by `counts` (one per catalogue item, in `ranked_items` order); equal counts are
+    ordered at random, the same order for every shopper."""
+    jitter = np.random.default_rng([seed, 17]).random(len(counts)) * 0.5
+
+    def score(dataset: SceneDataset, rows: np.ndarray) -> np.ndarray:
+        return np.broadcast_to(counts + jitter, (len(rows), len(counts)))
+
+    return score
+
+
+def scene_counts(dataset: SceneDataset) -> np.ndarray:
+    """Training interactions per catalogue item of the scene."""
+    counts = np.bincount(dataset.train_item, minlength=len(dataset.item_keys))
+    return counts[dataset.ranked_items].astype(float)
+
+
+def tfidf(tokens: np.ndarray) -> sparse.csr_matrix:
+    """L2-normalised TF-IDF rows of items given as hashed title tokens [N, T] (0 = none);
+    idf = ln((1 + N) / (1 + df)) + 1, fitted on this catalogue alone."""
+    present = tokens > 0
+    rows = np.repeat(np.arange(len(tokens)), present.sum(1))
+    counts = sparse.csr_matrix((np.ones(int(present.sum())), (rows, tokens[present])),
+                               shape=(len(tokens), int(tokens.max(initial=0)) + 1))
+    counts.sum_duplicates()
+    df = np.bincount(counts.indices, minlength=counts.shape[1])
+    idf = np.log((1.0 + len(tokens)) / (1.0 + df)) + 1.0
+    weighted = counts.multiply(idf[None, :]).tocsr()
+    norms = np.sqrt(np.asarray(weighted.multiply(weighted).sum(1))).ravel()
+    return sparse.diags(1.0 / np.maximum(norms, 1e-12)) @ weighted
+
+
+TIE = 1e-9  # far below any real difference: orders only items a scorer ties
+
+
+def content_scorer(dataset: SceneDataset, seed: int = 0) -> Scorer:
+    """Cosine between the TF-IDF mean of the shopper's history and each item's title; items
+    with no shared word tie and are ordered at random (it reads nothing else)."""
+    items = tfidf(dataset.item_tokens[dataset.ranked_items])
+    jitter = np.random.default_rng([seed, 19]).random(items.shape[0]) * TIE
+
+    def score(data: SceneDataset, rows: np.ndarray) -> np.ndarray:
+        users = _history_matrix(data, rows) @ items
+        norms = np.sqrt(np.asarray(users.multiply(users).sum(1))).ravel()
+        return np.asarray((sparse.diags(1.0 / np.maximum(norms, 1e-12)) @ users
+                           @ items.T).todense()) + jitter
+
+    return score
+
+
+def cooccurrence_scorer(dataset: SceneDataset) -> Scorer:
+    """Item kNN: cosine of co-purchase counts over the scene's training shoppers (reads raw
+    interactions: a non-private reference)."""
+    position = _positions(dataset)
+    users = np.unique(dataset.train_user, return_inverse=True)[1]
+    bought = sparse.csr_matrix((np.ones(len(users)), (users, position[dataset.train_item])),
+                               shape=(int(users.max(initial=-1)) + 1,
+                                      len(dataset.ranked_items)))
+    bought.data[:] = 1.0  # a shopper counts once per item
+    together = (bought.T @ bought).tocsr()
+    together.setdiag(0)
+    together.eliminate_zeros()
+    degree = np.sqrt(np.asarray(bought.sum(0)).ravel())
+    scale = sparse.diags(1.0 / np.maximum(degree, 1e-12))
+    similarity = (scale @ together @ scale).tocsr()
+    popularity = degree ** 2 / max(float(degree.max(initial=0)) ** 2, 1.0) * TIE
+
+    def score(data: SceneDataset, rows: np.ndarray) -> np.ndarray:
+        # Items never bought with the history tie at 0: the more popular first.
+        return np.asarray((_history_matrix(data, rows) @ similarity).todense()) + popularity
+
+    return score
+
+
+@dataclass(frozen=True)
+class DPCounts:
+    """Item counts released with the Gaussian mechanism, and how."""
+
+    counts: np.ndarray
+    epsilon: float
+    delta: float
+    sensitivity: float
+    sigma: float
+    unit: str
+
+
+def dp_popularity(dataset: SceneDataset, unit: str, epsilon: float, delta: float,
+                  items_per_shopper: int, rng: np.random.Generator) -> DPCounts:
+    """Noisy item counts under `unit` ("shopper": each shopper adds 1 to at most
+    `items_per_shopper` of their distinct items, drawn at random; "example": each training
+    example adds 1 to its item). `rng` draws the contributions and the noise."""
+    position = _positions(dataset)
+    if unit == "shopper":
+        items: list[np.ndarray] = []
+        order = np.argsort(dataset.train_user, kind="stable")
+        bounds = np.flatnonzero(np.diff(dataset.train_user[order])) + 1
+        for rows in np.split(order, bounds):
+            own = np.unique(dataset.train_item[rows])
+            if len(own) > items_per_shopper:
+                own = rng.choice(own, items_per_shopper, replace=False)
+            items.append(own)
+        contributed = np.concatenate(items) if items else np.empty(0, np.int64)
+        sensitivity = float(np.sqrt(items_per_shopper))
+    else:
+        contributed, sensitivity = dataset.train_item, 1.0
+    counts = np.bincount(position[contributed], minlength=len(dataset.ranked_items))
+    sigma = gaussian_sigma(epsilon, delta, sensitivity)
+    noisy = counts + rng.normal(0.0, sigma, size=len(counts))
+    return DPCounts(noisy, epsilon, delta, sensitivity, sigma, unit)
