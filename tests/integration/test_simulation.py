@@ -121,10 +121,19 @@ def test_harness_sweep_report_and_audit(tmp_path, capsys):
     assert set(saved["arms"]["fedper@eps4"]["gain_over_local"]) == set(SCENES)
     assert saved["arms"]["fedper@eps4"]["privacy"]["scene0"][0]["epsilon"] <= 4.0
     assert saved["arms"]["fedper@noDP"]["privacy"]["scene0"][0]["epsilon"] == "inf"
-    assert set(saved["baselines"]) == {"popularity-scene", "popularity-all"}
+    assert set(saved["baselines"]) == {"popularity-scene", "popularity-all", "content",
+                                       "cooccurrence", "dp-popularity"}
+    assert saved["primary_metric"] == "full-hr@10"
+    for name, baseline in saved["baselines"].items():  # the arms' test rows, every metric
+        for scene in SCENES:
+            assert set(baseline["per_scene"][scene]) == set(
+                saved["arms"]["fedper@eps4"]["per_scene"][scene]), name
+    assert set(saved["arms"]["fedper@eps4"]["gain_over_baselines"]["content"]) == set(SCENES)
+    assert saved["baselines"]["dp-popularity"]["mechanism"]["scene0"]["epsilon"] == 4.0
     assert json.loads((out / "run.json").read_text())["status"] == "complete"
     report = (out / "report.md").read_text()
     assert "Privacy-utility" in report and "Gain over `local`" in report
+    assert "Primary metric: full-hr@10" in report and "Gain over each baseline" in report
     assert results["run_id"] == saved["run_id"]
     with pytest.raises(FedsceneError, match=rf"already holds run {results['run_id']}"):
         run_experiment(config, out, progress=lambda _: None)

@@ -27,3 +27,19 @@ def test_bad_input_exits_non_zero_with_one_line(capsys, tmp_path):
     assert "unknown scene 'Atlantis'" in capsys.readouterr().out
     assert main(["simulate", str(bad), "--set", "federation.rounds=0"]) == 2
     assert "federation.rounds" in capsys.readouterr().out
+
+
+def test_data_check_accepts_epoch_seconds_and_milliseconds(capsys, tmp_path):
+    (tmp_path / "items.csv").write_text("item_id,title,price\nx,red mug,1\ny,blue mug,2\n"
+                                        "z,lamp,9\nw,tea,3\nv,cup,4\n")
+    for name, scale in (("seconds", 1), ("millis", 1000)):
+        rows = [("a", "x", 978300760), ("a", "y", 978387160), ("a", "z", 978473560),
+                ("b", "w", 978300760), ("b", "v", 978387160), ("b", "y", 978473560)]
+        (tmp_path / f"{name}.csv").write_text("user_id,item_id,timestamp,scene\n" + "".join(
+            f"{u},{i},{t * scale},s\n" for u, i, t in rows))
+        config = tmp_path / f"{name}.toml"
+        config.write_text(f'[data]\nsource = "table"\npath = "{name}.csv"\n'
+                          f'items_path = "items.csv"\nmin_users = 2\n')
+        assert main(["data", "check", str(config)]) == 0, capsys.readouterr().out
+        out = capsys.readouterr().out
+        assert "2000-12-31" in out and "2001-01-02" in out and "1 scenes pass" in out
