@@ -1,13 +1,13 @@
 """Wall time per round of a deployed campaign against a simulation of the same config.
 
-    python benchmarks/deployment.py [--rounds 3]
+    python -m benchmarks.deployment [--rounds 3] [--toy]
 
 Deployment: a SuperLink and three SuperNodes on loopback with TLS and node authentication
 (`simulations.loopback`), each partner holding only its country's rows, driven by
 `flwr run`. Simulation: `run_arm` on Flower's Ray engine with the same scenes and config.
 Reports per-round wall time as the server measured it, and where a client's time goes
 (process uptime when a message arrives, data loading, training). Writes
-benchmarks/results/deployment.json.
+benchmarks/results/deployment.json (`--toy`: one round, for CI).
 """
 
 from __future__ import annotations
@@ -78,7 +78,10 @@ def simulated(root: Path, rounds: int) -> tuple[float, dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--toy", action="store_true", help="one round")
     args = parser.parse_args()
+    if args.toy:
+        args.rounds = 1
     rows = {}
     with tempfile.TemporaryDirectory(prefix="fedscene-deploy-bench-") as tmp:
         for name, how in (("deployment", deployed), ("simulation", simulated)):
@@ -99,7 +102,7 @@ def main() -> None:
                       f"{client.get('train-s', 0):.2f}")
     Console(width=120).print(table)
     print(f"deployed round / simulated round = {ratio:.2f}x (target at most 1.5x)")
-    print(f"wrote {write_json('deployment.json', rows | {'ratio': ratio})}")
+    print(f"wrote {write_json('deployment.json', rows | {'ratio': ratio, 'toy': args.toy})}")
 
 
 if __name__ == "__main__":

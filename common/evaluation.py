@@ -82,9 +82,3 @@ def _items_of(users: np.ndarray, values: np.ndarray) -> dict[int, np.ndarray]:
     bounds = np.flatnonzero(np.diff(users)) + 1
     return {int(u[0]): v for u, v in zip(np.split(users, bounds), np.split(values, bounds),
                                          strict=True) if len(u)}
-
-
-def item_counts(dataset: SceneDataset) -> dict[str, float]:
-    """Training interactions per item of one scene, keyed by the source item id."""
-    counts = np.bincount(dataset.train_item, minlength=dataset.n_items)
-    return dict(zip(dataset.item_keys.tolist(), counts.astype(float).tolist(), strict=True))
