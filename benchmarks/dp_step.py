@@ -30,7 +30,6 @@ from benchmarks._common import write_json
 from fedscene.common import dp_norms
 from fedscene.common.config import DataConfig, ModelConfig, PrivacyConfig, TrainingConfig
 from fedscene.common.data import build_scene, load_raw_dataset
-from fedscene.common.data.scene import train_negatives
 from fedscene.common.model import SceneModel
 from fedscene.common.privacy_units import Batch, PrivacyUnit, unit_of
 from fedscene.common.training import DPSettings, ExampleLoss, make_private
@@ -78,13 +77,13 @@ def measure(mode: str, model: nn.Module, prepared: list[Batch], units: int,
             "examples_per_s": examples / elapsed, "ms_per_step": 1000 * elapsed / done}
 
 
-def prepare(unit: PrivacyUnit, scene, negatives: np.ndarray, batch: int, count: int
+def prepare(unit: PrivacyUnit, scene, negatives: int, batch: int, count: int
             ) -> list[Batch]:
     """`count` fixed batches of `batch` units each (seeded: a benchmark must repeat)."""
     rng = np.random.default_rng(0)
     units = unit.count(scene)
-    return [unit.batch(scene, negatives, rng.choice(units, min(batch, units), replace=False),
-                       rng, labelled=True) for _ in range(count)]
+    return [unit.batch(scene, rng.choice(units, min(batch, units), replace=False), rng,
+                       labelled=True, negatives=negatives) for _ in range(count)]
 
 
 def main() -> None:
@@ -100,7 +99,7 @@ def main() -> None:
     torch.manual_seed(0)
     data, model_config = DataConfig(), ModelConfig()
     scene = build_scene(load_raw_dataset(data), args.scene, data, model_config)
-    negatives = train_negatives(scene, data.train_negatives, 0, 1)
+    negatives = data.train_negatives
     unit = unit_of(PrivacyConfig(unit=args.unit))
     prepared = prepare(unit, scene, negatives, args.batch, 8)
     model = SceneModel(model_config, scene.n_items)

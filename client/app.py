@@ -7,6 +7,7 @@ optionally `data-path` / `items-path`, so data and state stay on the partner's d
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
@@ -89,7 +90,49 @@ def _reply(message: Message, metrics: dict[str, float], status: ConfigRecord,
     return Message(content=content, reply_to=message)
 
 
+ERROR_LOG = "errors.log"
+
+
+class SceneFailure(Exception):
+    """What a failed message tells the coordinator: that it failed, not why. Exception
+    text can carry private facts (a catalogue size in a shape error, a data value, the
+    spend), so the reason is written to the scene's own state directory instead."""
+
+
+def _guarded(phase: str):
+    """Run a handler; on failure keep the reason on the partner's side and reply with a
+    message that says only which phase failed."""
+
+    def wrap(handler):
+        def run(message: Message, context: Context) -> Message:
+            try:
+                return handler(message, context)
+            except Exception as error:  # every failure, whatever raised it
+                _keep_reason(message, context, phase, error)
+                raise SceneFailure(f"{phase} failed at the scene; the reason is in its state "
+                                   f"directory ({ERROR_LOG})") from None
+
+        run.__name__ = handler.__name__
+        run.__doc__ = handler.__doc__
+        return run
+
+    return wrap
+
+
+def _keep_reason(message: Message, context: Context, phase: str, error: Exception) -> None:
+    line = (f"{time.strftime('%Y-%m-%d %H:%M:%S')} round "
+            f"{message.content[CONFIG_RECORD].get(SERVER_ROUND, '?')} {phase}: "
+            f"{type(error).__name__}: {error}\n")
+    try:
+        _, state = _resolve(message, context)
+        with open(state.directory / ERROR_LOG, "a", encoding="utf-8") as handle:
+            handle.write(line)
+    except Exception:  # no state directory to be had: the partner's own log gets it
+        print(line, end="", file=sys.stderr)
+
+
 @app.train()
+@_guarded("train")
 def train(message: Message, context: Context) -> Message:
     """Train the scene for one round; reply with the noised shared parameters and, only
     when the config opts in, metrics ledgered as released without DP."""
@@ -108,6 +151,7 @@ def train(message: Message, context: Context) -> Message:
 
 
 @app.evaluate()
+@_guarded("evaluate")
 def evaluate(message: Message, context: Context) -> Message:
     """Evaluate the scene with the global shared part and its local head. The results stay
     in the state directory; they are sent only when the config opts in (ledgered)."""

@@ -19,11 +19,13 @@ the ledger. The audit reads the ledger on its own, to recompute it independently
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
-from fedscene.client.state import SceneState
+from fedscene.client.state import PLAN_FILE, STATUS_FILE, SceneState
 from fedscene.common.accounting import (
     MECHANISM,
     SAMPLING,
@@ -34,9 +36,19 @@ from fedscene.common.accounting import (
 )
 from fedscene.common.config import PrivacyConfig
 from fedscene.common.errors import FedsceneError
-from fedscene.common.ledger import append_entry, quarantine_torn_tail, read_ledger
+from fedscene.common.ledger import (
+    LEDGER_FILE,
+    append_entry,
+    quarantine_torn_tail,
+    read_ledger,
+)
 from fedscene.common.privacy_units import PrivacyUnit, meaning
 from fedscene.common.training import TrainReport
+
+
+class BudgetSpent(FedsceneError):
+    """The lifetime budget (or the campaign's target) leaves nothing for more training."""
+
 
 TOLERANCE = 1e-9
 # A budget with less than this left counts as spent: calibration reaches a target to within
@@ -92,6 +104,19 @@ class PrivacyAccount:
         raw = state.plan()
         self.plan: PrivacyPlan | None = PrivacyPlan.from_dict(raw) if raw else None
 
+    @classmethod
+    def continued(cls, source: SceneState, state: SceneState, privacy: PrivacyConfig
+                  ) -> PrivacyAccount:
+        """An account in `state` that continues `source`'s ledger and plan (a target's
+        adaptation after it joined federation): the copy keeps the chain, so the spend
+        composes across both."""
+        state.directory.mkdir(parents=True, exist_ok=True)
+        for path in (source.ledger_path, source.directory / PLAN_FILE,
+                     source.directory / STATUS_FILE):
+            if path.exists():
+                shutil.copy2(path, state.directory / path.name)
+        return cls(state, privacy)
+
     def _verified_entries(self) -> list[dict[str, Any]]:
         """The verified ledger. A torn last line (a crash mid-append; its training was
         never saved nor sent) is moved aside; any other damage stops training, since the
@@ -113,12 +138,6 @@ class PrivacyAccount:
         """Every mechanism the scene ever ran under its budget."""
         return [(e["noise_multiplier"], e["sample_rate"], e["steps"]) for e in self.entries
                 if e.get("kind", TRAINING) == TRAINING]
-
-    def spent(self) -> float:
-        """Epsilon of everything the scene ran so far (0 before any training)."""
-        if self.plan is None:
-            return 0.0
-        return epsilon(self.history, self.plan.delta, self.plan.accountant)
 
     def plan_campaign(self, unit: PrivacyUnit, units: int, sample_rate: float,
                       planned_steps: int) -> PrivacyPlan:
@@ -143,7 +162,7 @@ class PrivacyAccount:
         if spent >= target - SPENT_MARGIN:
             key = ("privacy.scenes." + self.state.scene + ".campaign_epsilon"
                    if budget.campaign_epsilon else "privacy.epsilon")
-            raise FedsceneError(
+            raise BudgetSpent(
                 f"{self.state.directory}: scene {self.state.scene!r} has spent epsilon "
                 f"{spent:.4g} of the {target:g} that {key} allows; nothing is left for a new "
                 f"campaign. Raise {key} only if the lifetime budget allows it, or stop "
@@ -173,6 +192,8 @@ class PrivacyAccount:
             ("epsilon", plan.epsilon, lifetime),
             ("max_grad_norm", plan.max_grad_norm, self.privacy.max_grad_norm))
             if abs(old - new) > 1e-12]
+        if plan.accountant != self.privacy.accountant:
+            changed.append("accountant")
         if delta and abs(plan.delta - delta) > 1e-15:
             changed.append("delta")
         if plan.unit != unit.name:
@@ -240,7 +261,12 @@ class PrivacyAccount:
             "guarantee": meaning(epsilon_after, plan.delta, groups),
             "time": time.time(),
         } | extra
-        return self._append(fields)
+        entry = self._append(fields)  # it ran, so it is ledgered whatever it spent
+        if epsilon_after > plan.target_epsilon + 0.01:  # beyond calibration's tolerance
+            raise FedsceneError(f"{self.state.directory}: a training call passed the budget "
+                                f"({epsilon_after:.4g} > {plan.target_epsilon:g}); callers "
+                                f"must check would_exceed before training")
+        return entry
 
     def record_without_dp(self, report: TrainReport, *, run_id: str, round_: int,
                           algorithm: str, extra: dict[str, Any]) -> dict[str, Any]:
@@ -251,7 +277,7 @@ class PrivacyAccount:
             "algorithm": algorithm, "mechanism": "none (privacy disabled)",
             "steps": report.steps, "sample_rate": report.sample_rate, "sampling": SAMPLING,
             "noise_multiplier": 0.0, "max_grad_norm": 0.0, "units": report.units,
-            "noise_source": report.noise_source, "delta": 0.0,
+            "noise_source": "none (no noise drawn)", "delta": 0.0,
             "budget_epsilon": float("inf"), "accountant": "none",
             "epsilon": float("inf"), "epsilon_rdp": float("inf"), "time": time.time(),
         } | extra)
@@ -272,18 +298,30 @@ class PrivacyAccount:
         return entry
 
     def summary(self) -> dict[str, Any]:
-        """Cumulative spend for reports: rounds, steps, epsilon (PRV and RDP), budget,
-        delta, the last mechanism, unit, noise source and declared releases."""
-        training = [e for e in self.entries if e.get("kind", TRAINING) == TRAINING]
-        releases = [e for e in self.entries if e.get("kind") == RELEASE]
-        if not training:
-            return {"rounds_trained": 0, "epsilon": 0.0}
-        last = training[-1]
-        return {"rounds_trained": len(training), "steps": sum(e["steps"] for e in training),
-                "epsilon": last["epsilon"], "epsilon_rdp": last["epsilon_rdp"],
-                "budget_epsilon": last["budget_epsilon"], "delta": last["delta"],
-                "noise_multiplier": last["noise_multiplier"],
-                "sample_rate": last["sample_rate"], "unit": last.get("unit"),
-                "noise_source": last.get("noise_source"),
-                "guarantee": last.get("guarantee", {}),
-                "releases_without_dp": sorted({r for e in releases for r in e["released"]})}
+        """Cumulative spend for reports (see `summarize`)."""
+        return summarize(self.entries) | {"ledger_intact": True}
+
+    @staticmethod
+    def read_summary(directory: Path) -> dict[str, Any]:
+        """The summary of a state directory's ledger without repairing or refusing it (a
+        report reads; only training may move a torn tail aside)."""
+        ledger = read_ledger(directory / LEDGER_FILE)
+        return summarize(ledger.entries) | {"ledger_intact": ledger.intact}
+
+
+def summarize(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """Rounds, steps, epsilon (PRV and RDP), budget, delta, the last mechanism, unit, noise
+    source and declared releases of a verified ledger's entries."""
+    training = [e for e in entries if e.get("kind", TRAINING) == TRAINING]
+    releases = [e for e in entries if e.get("kind") == RELEASE]
+    if not training:
+        return {"rounds_trained": 0, "epsilon": 0.0}
+    last = training[-1]
+    return {"rounds_trained": len(training), "steps": sum(e["steps"] for e in training),
+            "epsilon": last["epsilon"], "epsilon_rdp": last["epsilon_rdp"],
+            "budget_epsilon": last["budget_epsilon"], "delta": last["delta"],
+            "noise_multiplier": last["noise_multiplier"],
+            "sample_rate": last["sample_rate"], "unit": last.get("unit"),
+            "noise_source": last.get("noise_source"),
+            "guarantee": last.get("guarantee", {}),
+            "releases_without_dp": sorted({r for e in releases for r in e["released"]})}

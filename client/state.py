@@ -22,6 +22,9 @@ import torch
 from fedscene.common.errors import FedsceneError
 from fedscene.common.ledger import LEDGER_FILE
 
+PLAN_FILE = "privacy.json"
+STATUS_FILE = "status.json"
+
 
 def _atomic_write(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + ".tmp")
@@ -81,16 +84,16 @@ class SceneState:
         buffer = io.BytesIO()
         torch.save({k: v.detach().clone() for k, v in params.items()}, buffer)
         _atomic_write(self.directory / "local.pt", buffer.getvalue())
-        self._write_json("status.json", status)
+        self._write_json(STATUS_FILE, status)
 
     def status(self) -> dict[str, Any]:
-        return self._read_json("status.json") or {}
+        return self._read_json(STATUS_FILE) or {}
 
     def plan(self) -> dict[str, Any] | None:
-        return self._read_json("privacy.json")
+        return self._read_json(PLAN_FILE)
 
     def save_plan(self, plan: dict[str, Any]) -> None:
-        self._write_json("privacy.json", plan)
+        self._write_json(PLAN_FILE, plan)
 
     def save_evaluation(self, round_: int, result: dict[str, Any]) -> None:
         folder = self.directory / "eval"

@@ -16,11 +16,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from fedscene.client.privacy import PrivacyAccount
+from fedscene.client.privacy import BudgetSpent, PrivacyAccount
 from fedscene.client.state import SceneState, params_digest
 from fedscene.common.config import DataConfig, ExperimentConfig, ModelConfig
 from fedscene.common.data import RawDataset, SceneDataset, build_scene, load_raw_dataset
-from fedscene.common.data.scene import train_negatives
 from fedscene.common.errors import FedsceneError
 from fedscene.common.evaluation import evaluate_users, model_scorer
 from fedscene.common.metrics import METRICS, summarize
@@ -30,6 +29,7 @@ from fedscene.common.model import (
     HEAD,
     SceneModel,
     build_model,
+    is_shared,
     shared_prefixes,
     split_state,
 )
@@ -111,6 +111,11 @@ def restore_model(state: SceneState, dataset: SceneDataset, request: RoundReques
     torch.manual_seed(request.seed)
     model = build_model(request.config, dataset.n_items, request.algorithm)
     expected = model.state_dict()
+    shared = shared_prefixes(request.algorithm, request.config.aligned(request.algorithm))
+    foreign = sorted(k for k in request.shared if not is_shared(k, shared))
+    if foreign:  # the server may set only what the algorithm shares, never a scene's head
+        raise FedsceneError(f"scene {state.scene}: the server sent parameters "
+                            f"{foreign[:3]} that {request.algorithm} does not share")
     for source, part in (("state", state.load_local() or {}), ("server", request.shared)):
         for name, value in part.items():
             if name not in expected or expected[name].shape != value.shape:
@@ -142,7 +147,10 @@ def train_round(state: SceneState, dataset: SceneDataset, request: RoundRequest
     account = PrivacyAccount(state, config.privacy)
     dp, epsilon_after = None, None
     if config.privacy.enabled:
-        plan = account.plan_campaign(unit, units, rate, config.federation.rounds * total)
+        try:
+            plan = account.plan_campaign(unit, units, rate, config.federation.rounds * total)
+        except BudgetSpent:  # grown data, but nothing left: say so, as any spent scene
+            return TrainOutcome(BUDGET_EXHAUSTED, {}, {})
         exceeded, epsilon_after = account.would_exceed(total)
         if exceeded:
             return TrainOutcome(BUDGET_EXHAUSTED, {}, {})
@@ -155,14 +163,14 @@ def train_round(state: SceneState, dataset: SceneDataset, request: RoundRequest
                          config.federation.proximal_mu)
                 if config.federation.proximal_mu > 0 and request.shared else None)
     randomness = noise_source(config.privacy.reproducible_noise, training_seed(request))
-    negatives = train_negatives(dataset, config.data.train_negatives, request.seed,
-                                request.round)
-    losses = []
+    negatives = config.data.train_negatives
+    losses, ran = [], 0
     if head_steps:
         report = train_local(model, dataset, negatives, config.training,
                              epochs=config.training.head_epochs, unit=unit,
                              randomness=randomness, trainable=(HEAD,), dp=dp)
         losses.append(report.mean_loss)
+        ran += report.steps
     trainable: tuple[str, ...] = ()
     if algorithm == "fedrep" or unlabelled:
         trainable = (ENCODER, DISC) if alignment else (ENCODER,)
@@ -170,7 +178,7 @@ def train_round(state: SceneState, dataset: SceneDataset, request: RoundRequest
                          epochs=config.training.local_epochs, unit=unit, randomness=randomness,
                          trainable=trainable, dp=dp, proximal=proximal, alignment=alignment)
     losses.append(report.mean_loss)
-    report = replace(report, steps=total)
+    report = replace(report, steps=ran + report.steps)  # both phases, as they ran
     shared, local = split_state(model.state_dict(), prefixes)
     extra: dict[str, Any] = {"head_steps": head_steps, "local_state_in": digest_in,
                               "local_state_out": params_digest(local)}

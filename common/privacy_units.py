@@ -25,7 +25,7 @@ import torch
 
 from fedscene.common.batches import ModelInputs, gather_inputs
 from fedscene.common.config import PrivacyConfig
-from fedscene.common.data.scene import SceneDataset
+from fedscene.common.data.scene import SceneDataset, sample_negatives
 
 
 @dataclass(frozen=True)
@@ -48,23 +48,28 @@ class PrivacyUnit(Protocol):
     def count(self, dataset: SceneDataset) -> int:
         """How many units the scene's training data holds (n of the sample rate q = b/n)."""
 
-    def batch(self, dataset: SceneDataset, negatives: np.ndarray, units: np.ndarray,
-              rng: np.random.Generator, labelled: bool) -> Batch:
-        """The batch of the sampled `units` (indices in 0..count-1)."""
+    def batch(self, dataset: SceneDataset, units: np.ndarray, rng: np.random.Generator,
+              labelled: bool, negatives: int) -> Batch:
+        """The batch of the sampled `units` (indices in 0..count-1), with `negatives`
+        random items per example drawn from `rng` (the call's secret generator)."""
 
     def group_sizes(self, dataset: SceneDataset, history_length: int) -> dict[str, int]:
         """How many units one purchase and one shopper can change, at most."""
 
 
-def _candidates(dataset: SceneDataset, negatives: np.ndarray, rows: np.ndarray,
-                labelled: bool) -> tuple[np.ndarray, torch.Tensor]:
+def _candidates(dataset: SceneDataset, rows: np.ndarray, rng: np.random.Generator,
+                labelled: bool, negatives: int) -> tuple[np.ndarray, torch.Tensor]:
     """Candidates of training rows (any shape): the positive first when labelled, then
-    negatives; an unlabelled row has only random catalogue items and all-zero labels."""
+    `negatives` items the row's shopper never bought, drawn from `rng` for these rows alone
+    (so no other shopper's data or position shapes them); an unlabelled row has only random
+    catalogue items and all-zero labels."""
+    flat = rows.reshape(-1)
+    drawn = sample_negatives(dataset.train_user[flat], shopper_items(dataset),
+                             dataset.n_items, negatives, rng).reshape(*rows.shape, negatives)
     if labelled:
-        candidates = np.concatenate([dataset.train_item[rows][..., None], negatives[rows]],
-                                    axis=-1)
+        candidates = np.concatenate([dataset.train_item[rows][..., None], drawn], axis=-1)
     else:
-        candidates = np.ascontiguousarray(negatives[rows])
+        candidates = drawn
     labels = torch.zeros(candidates.shape, dtype=torch.float32)
     if labelled:
         labels[..., 0] = 1.0
@@ -83,9 +88,9 @@ class ExampleUnit:
     def count(self, dataset: SceneDataset) -> int:
         return dataset.n_train
 
-    def batch(self, dataset: SceneDataset, negatives: np.ndarray, units: np.ndarray,
-              rng: np.random.Generator, labelled: bool) -> Batch:
-        candidates, labels = _candidates(dataset, negatives, units, labelled)
+    def batch(self, dataset: SceneDataset, units: np.ndarray, rng: np.random.Generator,
+              labelled: bool, negatives: int) -> Batch:
+        candidates, labels = _candidates(dataset, units, rng, labelled, negatives)
         return Batch(gather_inputs(dataset, candidates, dataset.train_history[units]), labels)
 
     def group_sizes(self, dataset: SceneDataset, history_length: int) -> dict[str, int]:
@@ -110,8 +115,8 @@ class ShopperUnit:
     def count(self, dataset: SceneDataset) -> int:
         return len(shopper_rows(dataset))
 
-    def batch(self, dataset: SceneDataset, negatives: np.ndarray, units: np.ndarray,
-              rng: np.random.Generator, labelled: bool) -> Batch:
+    def batch(self, dataset: SceneDataset, units: np.ndarray, rng: np.random.Generator,
+              labelled: bool, negatives: int) -> Batch:
         groups = shopper_rows(dataset)
         width = max((min(len(groups[u]), self.max_examples) for u in units), default=1)
         rows = np.zeros((len(units), width), dtype=np.int64)
@@ -123,7 +128,7 @@ class ShopperUnit:
             rows[slot, :] = own[0]  # padding repeats a real row; its weight is 0
             rows[slot, :len(own)] = own
             weights[slot, :len(own)] = 1.0 / len(own)
-        candidates, labels = _candidates(dataset, negatives, rows, labelled)
+        candidates, labels = _candidates(dataset, rows, rng, labelled, negatives)
         inputs = gather_inputs(dataset, candidates, dataset.train_history[rows])
         return Batch(inputs, labels, torch.from_numpy(weights))
 
@@ -133,22 +138,37 @@ class ShopperUnit:
         return {"purchase": 2, "shopper": 1}
 
 
-_ROWS: dict[int, tuple[SceneDataset, list[np.ndarray]]] = {}
+_CACHE: dict[tuple[int, str], tuple[SceneDataset, object]] = {}
+
+
+def _cached(dataset: SceneDataset, what: str, build):
+    """Per-dataset derived arrays, built once per dataset object (every step needs them)."""
+    key = (id(dataset), what)
+    hit = _CACHE.get(key)
+    if hit is not None and hit[0] is dataset:
+        return hit[1]
+    if len(_CACHE) > 64:
+        _CACHE.clear()
+    value = build()
+    _CACHE[key] = (dataset, value)
+    return value
 
 
 def shopper_rows(dataset: SceneDataset) -> list[np.ndarray]:
-    """Training row indices of each shopper present in the training data (cached per
-    dataset object, since every step of a round needs them)."""
-    cached = _ROWS.get(id(dataset))
-    if cached is not None and cached[0] is dataset:
-        return cached[1]
-    order = np.argsort(dataset.train_user, kind="stable")
-    bounds = np.flatnonzero(np.diff(dataset.train_user[order])) + 1
-    groups = [g for g in np.split(order, bounds) if len(g)]
-    if len(_ROWS) > 32:
-        _ROWS.clear()
-    _ROWS[id(dataset)] = (dataset, groups)
-    return groups
+    """Training row indices of each shopper present in the training data."""
+    def build() -> list[np.ndarray]:
+        order = np.argsort(dataset.train_user, kind="stable")
+        bounds = np.flatnonzero(np.diff(dataset.train_user[order])) + 1
+        return [g for g in np.split(order, bounds) if len(g)]
+    return _cached(dataset, "rows", build)
+
+
+def shopper_items(dataset: SceneDataset) -> dict[int, np.ndarray]:
+    """Each training shopper's distinct items: what their negatives must avoid."""
+    def build() -> dict[int, np.ndarray]:
+        return {int(dataset.train_user[rows[0]]): np.unique(dataset.train_item[rows])
+                for rows in shopper_rows(dataset)}
+    return _cached(dataset, "items", build)
 
 
 def unit_of(privacy: PrivacyConfig) -> PrivacyUnit:

@@ -209,7 +209,7 @@ def make_private(model: nn.Module, optimizer: torch.optim.Optimizer, loader: Dat
     return module, optimizer, criterion, loader
 
 
-def train_local(model: nn.Module, dataset: SceneDataset, negatives: np.ndarray,
+def train_local(model: nn.Module, dataset: SceneDataset, negatives: int,
                 training: TrainingConfig, *, epochs: float, unit: PrivacyUnit,
                 randomness: NoiseSource, trainable: tuple[str, ...] = (),
                 dp: DPSettings | None = None, proximal: Proximal | None = None,
@@ -217,8 +217,9 @@ def train_local(model: nn.Module, dataset: SceneDataset, negatives: np.ndarray,
     """Train `model` in place for `epochs` passes over the scene's privacy units.
 
     `unit` decides what is sampled and clipped as one contribution (a shopper or an
-    example); `randomness` supplies the noise, the Poisson sampling and the choice of a
-    shopper's examples (secret unless the config asked for reproducible noise). Only
+    example); `randomness` supplies the noise, the Poisson sampling, the choice of a
+    shopper's examples and each example's `negatives` sampled items (secret unless the
+    config asked for reproducible noise). Only
     parameters under `trainable` prefixes (all when empty) change. With `alignment` the
     model must hold a discriminator and the loss gains the adversarial term. Returns what
     ran, for the accountant and the ledger.
@@ -254,7 +255,7 @@ def train_local(model: nn.Module, dataset: SceneDataset, negatives: np.ndarray,
                 _noise_only_step(optimizer, params)
                 anchor.after_step()
                 continue
-            batch = unit.batch(dataset, negatives, index.numpy(), randomness.examples, labelled)
+            batch = unit.batch(dataset, index.numpy(), randomness.examples, labelled, negatives)
             loss = criterion(module(*batch.inputs), batch.labels, batch.weights)
             loss.backward()
             losses.append(float(loss.item()))

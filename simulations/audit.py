@@ -8,7 +8,8 @@ the budget. State what the recomputed epsilon means for one purchase and one sho
 the ledger's privacy unit (group privacy), and list what was released without DP.
 
 Verdicts, worst first: altered, under-reported, not private (noise drawn from a seed other
-parties know), over budget, no DP, near budget, ok.
+parties know), over budget, no DP, released without DP (declared releases outside the
+mechanism), near budget, ok; only the last two pass.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from fedscene.simulations.results import json_safe
 
 UNDER_REPORT_TOLERANCE = 0.02  # relative: PRV/PLD discretisation differs by well under 1%
 VERDICT_ORDER = ("altered", "under-reported", "not private", "over budget", "no DP",
-                 "near budget", "ok")
+                 "released without DP", "near budget", "ok")
 
 
 @dataclass
@@ -161,14 +162,18 @@ def audit_ledger(path: Path, near: float = 0.9) -> LedgerAudit:
     result.remaining = result.budget_epsilon - spent
     under_reported = len(result.reasons) > integrity_problems
     _unit_meaning(result, last, spent, delta)
-    predictable = [e["index"] for e in training if e.get("noise_source") != SECRET
+    predictable = [e for e in training if e.get("noise_source") != SECRET
                    and float(e["noise_multiplier"]) > 0]
     if predictable:
+        shown = [e["index"] for e in predictable[:5]]
         result.reasons.append(
-            f"entries {predictable[:5]}{'...' if len(predictable) > 5 else ''}: noise and "
-            f"sampling were drawn from a seed other parties know "
-            f"({training[predictable[0]].get('noise_source', 'source not recorded')}); "
-            f"whoever knows it can remove the noise")
+            f"entries {shown}{'...' if len(predictable) > 5 else ''}: noise and sampling "
+            f"were drawn from a seed other parties know "
+            f"({predictable[0].get('noise_source', 'source not recorded')}); whoever knows "
+            f"it can remove the noise")
+    if result.releases_without_dp:
+        result.reasons.append("released without DP (declared in the ledger): "
+                              + ", ".join(result.releases_without_dp))
     result.verdict = _verdict(result, spent, near, altered, under_reported, bool(predictable))
     return result
 
@@ -198,6 +203,8 @@ def _verdict(result: LedgerAudit, spent: float, near: float, altered: bool,
         result.reasons.append(f"epsilon {spent:.4f} exceeds the budget "
                               f"{result.budget_epsilon:.4f}")
         return "over budget"
+    if result.releases_without_dp:
+        return "released without DP"
     if spent >= near * result.budget_epsilon:
         return "near budget"
     return "ok"

@@ -70,15 +70,13 @@ def write_report(results: list[LedgerAudit], path: Path) -> None:
     problems = [(r.ledger, reason) for r in results for reason in r.reasons]
     meanings = [(r.ledger, f"unit {r.unit}: one purchase: {r.per_purchase}; one shopper: "
                            f"{r.per_shopper}") for r in results if r.per_purchase]
-    releases = [(r.ledger, "released without DP: " + ", ".join(r.releases_without_dp))
-                for r in results if r.releases_without_dp]
     verdict = "PASSED" if all(r.passed for r in results) else "FAILED"
     if path.suffix.lower() in (".html", ".htm"):
         head = "".join(f"<th>{html.escape(c)}</th>" for c in COLUMNS)
         body = "".join("<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row) + "</tr>"
                        for row in rows(results))
         notes = "".join(f"<li><code>{html.escape(ledger)}</code>: {html.escape(reason)}</li>"
-                        for ledger, reason in problems + releases)
+                        for ledger, reason in problems)
         means = "".join(f"<li><code>{html.escape(ledger)}</code>: {html.escape(text)}</li>"
                         for ledger, text in meanings)
         path.write_text(
@@ -95,7 +93,7 @@ def write_report(results: list[LedgerAudit], path: Path) -> None:
              "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(row) + " |" for row in rows(results)]
     lines += ["", "## Findings", ""]
-    lines += [f"- `{ledger}`: {reason}" for ledger, reason in problems + releases] or ["- none"]
+    lines += [f"- `{ledger}`: {reason}" for ledger, reason in problems] or ["- none"]
     lines += ["", "## What the spend means (group privacy over the units a purchase or a "
                   "shopper can change)", ""]
     lines += [f"- `{ledger}`: {text}" for ledger, text in meanings] or ["- -"]

@@ -10,7 +10,7 @@ import torch
 
 from fedscene.common.config import ExperimentConfig
 from fedscene.common.data import SceneDataset
-from fedscene.common.data.scene import PAD, train_negatives
+from fedscene.common.data.scene import PAD
 from fedscene.common.evaluation import evaluate_users, model_scorer
 from fedscene.common.model import SceneModel
 from fedscene.common.privacy_units import ExampleUnit
@@ -71,9 +71,8 @@ def run_centralized(config: ExperimentConfig, datasets: list[SceneDataset], seed
     rounds = []
     final: dict[str, dict[str, np.ndarray]] = {}
     for round_ in range(1, config.federation.rounds + 1):
-        negatives = train_negatives(pooled, config.data.train_negatives, seed, round_)
         # No privacy here (the upper bound): examples as units, shuffled reproducibly.
-        train_local(model, pooled, negatives, config.training,
+        train_local(model, pooled, config.data.train_negatives, config.training,
                     epochs=config.training.local_epochs, unit=ExampleUnit(),
                     randomness=reproducible_source(seed * 1000 + round_))
         for view in views:

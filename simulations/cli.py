@@ -66,9 +66,6 @@ def _audit(args: argparse.Namespace) -> int:
             for reason in result.reasons:
                 console.print(f"[bold red]{result.verdict}[/] {result.scene}: {reason}",
                               soft_wrap=True)
-            if result.releases_without_dp:
-                console.print(f"[yellow]declared[/] {result.scene}: released without DP: "
-                              f"{', '.join(result.releases_without_dp)}", soft_wrap=True)
         meanings = {(r.unit, r.per_purchase, r.per_shopper) for r in results if r.per_purchase}
         for unit, purchase, shopper in sorted(meanings, key=str)[:10]:
             console.print(f"unit {unit}: one purchase: {purchase}; one shopper: {shopper}",

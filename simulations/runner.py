@@ -24,8 +24,7 @@ import numpy as np
 import torch
 
 from fedscene.client.privacy import PrivacyAccount
-from fedscene.client.state import SceneState
-from fedscene.common.config import ExperimentConfig, PrivacyConfig
+from fedscene.common.config import ExperimentConfig
 from fedscene.common.data import SceneDataset, build_scene, load_raw_dataset, resolve_scenes
 from fedscene.common.errors import FedsceneError
 from fedscene.common.metrics import METRICS, PRIMARY
@@ -80,9 +79,9 @@ def _latest_per_user(arm_dir: Path, scene: str) -> tuple[int, PerUser] | None:
         m: np.array(saved["per_user"][m]) for m in METRICS}
 
 
-def privacy_spent(state_dir: Path, privacy: PrivacyConfig) -> dict[str, Any]:
-    """From a scene's privacy account: cumulative epsilon, budget, rounds trained."""
-    return PrivacyAccount(SceneState(state_dir, state_dir.name), privacy).summary()
+def privacy_spent(state_dir: Path) -> dict[str, Any]:
+    """From a scene's ledger: cumulative epsilon, budget, rounds trained."""
+    return PrivacyAccount.read_summary(state_dir)
 
 
 def _round_rows(arm_dir: Path, scenes: list[str]) -> list[dict[str, Any]]:
@@ -249,7 +248,7 @@ def _run_plan(plan: ArmPlan, datasets: list[SceneDataset], out_dir: Path, run_id
                     stale[d.scene] = latest[0]
                 runs[d.scene].append(latest[1])
                 privacy.setdefault(d.scene, []).append(
-                    privacy_spent(arm_dir / "scenes" / scene_dirname(d.scene), config.privacy))
+                    privacy_spent(arm_dir / "scenes" / scene_dirname(d.scene)))
         round_rows += [{"arm": plan.label, "seed": seed} | r for r in rows]
     per_user = {scene: average_seeds(values) for scene, values in runs.items()
                 if values and scene not in missing}

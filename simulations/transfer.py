@@ -21,7 +21,6 @@ A gain whose interval lies below zero is reported as negative transfer.
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,7 @@ from fedscene.client.privacy import PrivacyAccount
 from fedscene.client.state import SceneState
 from fedscene.common.config import ExperimentConfig
 from fedscene.common.data import SceneDataset
-from fedscene.common.data.scene import train_negatives
+from fedscene.common.errors import FedsceneError
 from fedscene.common.evaluation import encoder_scorer, evaluate_users, model_scorer
 from fedscene.common.model import ENCODER, HEAD, LOCAL_IDS, SceneModel
 from fedscene.common.privacy_units import unit_of
@@ -43,7 +42,6 @@ from fedscene.common.training import DPSettings, sample_rate_and_steps, train_lo
 from fedscene.simulations.results import PerUser, average_seeds, gain, scene_table
 
 Shot = int | str
-CARRIED_STATE = ("ledger.jsonl", "privacy.json", "status.json")
 
 
 @dataclass(frozen=True)
@@ -106,17 +104,6 @@ def _has_shared_head(shared: dict[str, torch.Tensor] | None) -> bool:
     return bool(shared) and any(k.startswith(HEAD) for k in shared)
 
 
-def _carry_state(start: TransferStart | None, scene: str, state_dir: Path) -> None:
-    """Continue the target's federation ledger and plan in the adaptation's directory."""
-    if start is None or start.target_states is None:
-        return
-    source = start.target_states / scene_dirname(scene)
-    state_dir.mkdir(parents=True, exist_ok=True)
-    for name in CARRIED_STATE:
-        if (source / name).exists():
-            shutil.copy2(source / name, state_dir / name)
-
-
 def adapt(config: ExperimentConfig, target: SceneDataset, arm: str, k: Shot, seed: int,
           start: TransferStart | None, state_dir: Path) -> tuple[PerUser, dict[str, Any]]:
     """Adapt one arm with k interactions; per-user test metrics and the privacy spent."""
@@ -133,15 +120,22 @@ def adapt(config: ExperimentConfig, target: SceneDataset, arm: str, k: Shot, see
         units = unit.count(subset)
         dp, account = None, None
         if config.privacy.enabled:
-            _carry_state(start, target.scene, state_dir)
-            account = PrivacyAccount(SceneState(state_dir, target.scene), config.privacy)
+            state = SceneState(state_dir, target.scene)
+            account = (PrivacyAccount.continued(
+                SceneState(start.target_states / scene_dirname(target.scene), target.scene),
+                state, config.privacy)
+                if start is not None and start.target_states is not None
+                else PrivacyAccount(state, config.privacy))
             rate, steps = sample_rate_and_steps(units, config.training.batch_size, epochs)
             plan = account.plan_campaign(unit, units, rate, steps)
+            if account.would_exceed(steps)[0]:
+                raise FedsceneError(f"transfer {arm} k={k}: {steps} steps would pass scene "
+                                    f"{target.scene}'s budget of {plan.target_epsilon:g}")
             dp = DPSettings(plan.noise_multiplier, plan.max_grad_norm,
                             config.privacy.grad_sample_mode)
         trainable = ("head.",) if arm == "probe" else ()
-        negatives = train_negatives(subset, config.data.train_negatives, seed, 1)
-        report = train_local(model, subset, negatives, config.training, epochs=epochs,
+        report = train_local(model, subset, config.data.train_negatives, config.training,
+                             epochs=epochs,
                              unit=unit, randomness=noise_source(
                                  config.privacy.reproducible_noise, seed),
                              trainable=trainable, dp=dp)

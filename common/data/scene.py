@@ -59,16 +59,22 @@ class SceneDataset:
         return len(self.train_item)
 
 
-def _histories(users: np.ndarray, items: np.ndarray, length: int) -> np.ndarray:
-    """For rows sorted by (user, time): the `length` previous items of the same user."""
+def _histories(users: np.ndarray, items: np.ndarray, baskets: np.ndarray, length: int
+               ) -> np.ndarray:
+    """For rows sorted by (user, time): the `length` items the user bought before the row's
+    basket (not the rest of the same basket, which a next-basket test never sees)."""
     out = np.full((len(items), length), PAD, dtype=np.int64)
     if len(items) == 0:
         return out
-    starts = np.r_[0, np.flatnonzero(np.diff(users)) + 1]
-    position = np.arange(len(items)) - np.repeat(starts, np.diff(np.r_[starts, len(items)]))
+    rows = np.arange(len(items))
+    user_start = np.r_[0, np.flatnonzero(np.diff(users)) + 1]
+    first_of_user = np.repeat(user_start, np.diff(np.r_[user_start, len(items)]))
+    new_basket = np.r_[True, (np.diff(users) != 0) | (np.diff(baskets) != 0)]
+    basket_start = np.maximum.accumulate(np.where(new_basket, rows, 0))
     for lag in range(1, length + 1):
-        ok = position >= lag
-        out[ok, lag - 1] = items[np.flatnonzero(ok) - lag]
+        source = basket_start - lag
+        ok = source >= first_of_user
+        out[ok, lag - 1] = items[source[ok]]
     return out
 
 
@@ -180,7 +186,8 @@ def build_scene(raw: RawDataset, scene: str, data: DataConfig, model: ModelConfi
 
     train_users, train_items = users[is_train], items[is_train]
     train_times = times[is_train]
-    train_history = _histories(train_users, train_items, data.history_length)
+    train_history = _histories(train_users, train_items, ordinal[is_train],
+                               data.history_length)
     if data.max_train_per_scene and len(train_items) > data.max_train_per_scene:
         keep = np.sort(np.argsort(train_times, kind="stable")[-data.max_train_per_scene:])
         train_users, train_items = train_users[keep], train_items[keep]
@@ -217,10 +224,3 @@ def build_scene(raw: RawDataset, scene: str, data: DataConfig, model: ModelConfi
 
 def _scene_seed(scene: str) -> int:
     return int.from_bytes(scene.encode("utf-8")[:8].ljust(8, b"\0"), "little") % (2**31)
-
-
-def train_negatives(dataset: SceneDataset, count: int, seed: int, round_: int) -> np.ndarray:
-    """Training negatives for one round, avoiding each user's training positives."""
-    rng = np.random.default_rng([seed, round_, _scene_seed(dataset.scene)])
-    positives = _positives(dataset.train_user, dataset.train_item)
-    return sample_negatives(dataset.train_user, positives, dataset.n_items, count, rng)

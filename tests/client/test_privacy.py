@@ -5,12 +5,14 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from fedscene.client.privacy import BudgetSpent, PrivacyAccount
 from fedscene.client.state import SceneState
 from fedscene.client.task import RoundRequest, released_metrics, train_round
 from fedscene.common.accounting import epsilon
 from fedscene.common.config import ExperimentConfig
 from fedscene.common.errors import FedsceneError
 from fedscene.common.ledger import read_ledger
+from fedscene.common.privacy_units import ShopperUnit
 from fedscene.simulations.audit import audit_ledger
 from tests.conftest import synthetic_data
 
@@ -124,8 +126,12 @@ def test_spent_budget_refuses_a_new_campaign(tmp_path, small_scene):
     config = _config(rounds=2)
     for r in (1, 2):
         _train(tmp_path, _grown(small_scene, np.arange(30)), config, r)
-    with pytest.raises(FedsceneError, match=r"privacy\.epsilon.*nothing is left"):
-        _train(tmp_path, small_scene, config, 1)
+    account = PrivacyAccount(SceneState(tmp_path, "scene0"), config.privacy)
+    with pytest.raises(BudgetSpent, match=r"privacy\.epsilon.*nothing is left"):
+        account.plan_campaign(ShopperUnit(16), 60, 0.25, 8)
+    # In a round, the grown scene says its budget is spent, like any spent scene.
+    assert _train(tmp_path, small_scene, config, 3).status == "budget-exhausted"
+    assert len(read_ledger(tmp_path / "ledger.jsonl").entries) == 2
 
 
 def test_metrics_leave_only_when_released_and_ledgered(tmp_path, small_scene):
@@ -146,7 +152,15 @@ def test_metrics_leave_only_when_released_and_ledgered(tmp_path, small_scene):
     release = read_ledger(state.ledger_path).entries[-1]
     assert release["kind"] == "release" and release["mechanism"] == "released without DP"
     assert set(release["released"]) == set(sent)
-    assert audit_ledger(state.ledger_path).releases_without_dp == sorted(sent)
+    audited = audit_ledger(state.ledger_path)
+    assert audited.releases_without_dp == sorted(sent)
+    assert audited.verdict == "released without DP" and not audited.passed
+    # A later round with reproducible noise, after the release: named, not a crash.
+    replay = loud.model_copy(update={"privacy": loud.privacy.model_copy(
+        update={"reproducible_noise": True})})
+    train_round(state, small_scene, RoundRequest(replay, "fedper", 2, "run-a", 0))
+    audited = audit_ledger(state.ledger_path)
+    assert audited.verdict == "not private" and "entries [2]" in audited.reasons[0]
 
 
 def test_campaign_beyond_lifetime_is_refused_at_load():

@@ -1,7 +1,9 @@
+import pytest
 import torch
 
 from fedscene.client.state import SceneState, params_digest
 from fedscene.client.task import RoundRequest, evaluate_round, train_round
+from fedscene.common.errors import FedsceneError
 from fedscene.common.ledger import read_ledger
 from fedscene.common.model import split_state
 from tests.client.test_privacy import _config
@@ -83,3 +85,14 @@ def test_the_coordinator_cannot_regenerate_the_noise(tmp_path, small_scene):
     assert entries[0]["noise_source"].startswith("os-entropy")
     replayed = read_ledger(tmp_path / "replay" / "ledger.jsonl").entries
     assert "NOT private" in replayed[0]["noise_source"]
+
+
+def test_the_server_cannot_set_or_probe_a_scenes_head(tmp_path, small_scene):
+    """Only what the algorithm shares may come from the server: a head parameter (which
+    would overwrite the scene's own, or probe its catalogue size by shape) is refused."""
+    config = _config(rounds=2)
+    state = SceneState(tmp_path, "scene0")
+    probe = {"head.local_ids.bias.weight": torch.zeros(1, 1)}
+    with pytest.raises(FedsceneError, match="does not share"):
+        train_round(state, small_scene, RoundRequest(config, "fedper", 1, "r", 0,
+                                                     shared=probe))

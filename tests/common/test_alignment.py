@@ -11,7 +11,6 @@ import torch
 
 from fedscene.common.config import ExperimentConfig, TrainingConfig
 from fedscene.common.data import build_scene, load_raw_dataset
-from fedscene.common.data.scene import train_negatives
 from fedscene.common.errors import ConfigError
 from fedscene.common.model import (
     DISC,
@@ -70,7 +69,7 @@ def test_unlabelled_scene_trains_encoder_and_discriminator_not_the_head(small_sc
                                                                         small_model_config):
     model = SceneModel(small_model_config, small_scene.n_items, domains=2)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    train_local(model, small_scene, train_negatives(small_scene, 4, 0, 0), TrainingConfig(),
+    train_local(model, small_scene, 4, TrainingConfig(),
                 epochs=1, trainable=("encoder.", DISC), dp=DPSettings(1.0, 1.0),
                 alignment=Alignment(domain=1, weight=1.0, labelled=False), **_run(0))
     after = model.state_dict()
@@ -84,7 +83,8 @@ def _pooled_gradient(model: SceneModel, scene, negatives, domain: int) -> torch.
     """The discriminator's gradient of the adversarial loss over every example of a scene."""
     model.zero_grad()
     model.return_domains = True
-    batch = ExampleUnit().batch(scene, negatives, np.arange(scene.n_train), None, True)
+    batch = ExampleUnit().batch(scene, np.arange(scene.n_train), np.random.default_rng(0),
+                                True, negatives)
     AlignedExampleLoss(domain, 1.0, labelled=True)(model(*batch.inputs), batch.labels).backward()
     model.return_domains = False
     return model.disc.out.weight.grad.clone()
@@ -106,7 +106,7 @@ def test_averaged_discriminator_update_is_the_pooled_gradient_step(small_model_c
     training = TrainingConfig(batch_size=32, learning_rate=0.1)
     updates, pooled = [], []
     for domain, scene in enumerate(scenes):
-        negatives = train_negatives(scene, 4, 0, 0)
+        negatives = 4
         local = SceneModel(small_model_config, scene.n_items, domains=2)
         local.load_state_dict(shared, strict=False)
         pooled.append(_pooled_gradient(local, scene, negatives, domain))

@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from fedscene.common.config import TrainingConfig
-from fedscene.common.data.scene import train_negatives
 from fedscene.common.model import SceneModel
 from fedscene.common.privacy_units import ExampleUnit, ShopperUnit, shopper_rows
 from fedscene.common.training import (
@@ -66,9 +65,8 @@ def test_every_unit_gradient_is_clipped(small_scene, small_model_config, unit_na
     model.return_domains = domains > 0
     if not labelled:  # as in training: an unlabelled scene has no head loss to train
         model.head.requires_grad_(False)
-    negatives = train_negatives(small_scene, 4, 0, 0)
     units = np.arange(12)
-    batch = unit.batch(small_scene, negatives, units, np.random.default_rng(0), labelled)
+    batch = unit.batch(small_scene, units, np.random.default_rng(0), labelled, 4)
     if unit_name == "shopper":  # several examples per shopper, some shoppers capped
         counts = [len(shopper_rows(small_scene)[u]) for u in units]
         assert min(counts) > 1 and max(counts) > unit.max_examples

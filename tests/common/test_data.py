@@ -1,3 +1,4 @@
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -7,8 +8,8 @@ import pytest
 from fedscene.common.config import DataConfig, ModelConfig
 from fedscene.common.data import build_scene, load_raw_dataset, resolve_scenes
 from fedscene.common.data.online_retail import load_online_retail
-from fedscene.common.data.scene import train_negatives
 from fedscene.common.errors import DataError
+from fedscene.common.privacy_units import ShopperUnit, shopper_rows
 from tests.conftest import synthetic_data
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "online_retail"
@@ -108,6 +109,24 @@ def test_histories_only_hold_earlier_items(small_scene):
     assert not (scene.train_history == scene.train_item[:, None]).any()
 
 
+def test_training_histories_hold_only_earlier_baskets(germany):
+    """A training example's history is what the shopper bought before its basket: never the
+    rest of the same basket (a test example never sees that either)."""
+    by_user_time = {}
+    for user, item, when in zip(germany.train_user, germany.train_item, germany.train_time,
+                                strict=True):
+        by_user_time[(int(user), int(item))] = when
+    checked = 0
+    for row in range(0, germany.n_train, 7):
+        user, when = int(germany.train_user[row]), germany.train_time[row]
+        for item in germany.train_history[row]:
+            if item == -1:
+                continue
+            assert by_user_time[(user, int(item))] < when
+            checked += 1
+    assert checked > 1000
+
+
 def test_negatives_deterministic_and_never_positive(small_scene, small_model_config):
     data = synthetic_data()
     again = build_scene(load_raw_dataset(data), "scene0", data, small_model_config)
@@ -118,12 +137,32 @@ def test_negatives_deterministic_and_never_positive(small_scene, small_model_con
     for user, row in zip(small_scene.test_user, small_scene.test_negatives, strict=True):
         assert len(set(row)) == len(row)
         assert not any((user, item) in positives for item in row)
-    first = train_negatives(small_scene, 4, seed=1, round_=3)
-    np.testing.assert_array_equal(first, train_negatives(small_scene, 4, seed=1, round_=3))
-    assert not np.array_equal(first, train_negatives(small_scene, 4, seed=1, round_=4))
+    # Training negatives are drawn per batch, for the sampled shoppers alone.
+    unit = ShopperUnit(max_examples=4)
+    batch = unit.batch(small_scene, np.arange(10), np.random.default_rng(3), True, 4)
     train_pos = set(zip(small_scene.train_user, small_scene.train_item, strict=True))
-    for user, row in zip(small_scene.train_user, first, strict=True):
-        assert not any((user, item) in train_pos for item in row)
+    rows = [shopper_rows(small_scene)[u] for u in range(10)]
+    for slot, own in enumerate(rows):
+        user = small_scene.train_user[own[0]]
+        negatives = batch.inputs[4][slot, :, 1:].numpy()
+        assert not any((user, int(item)) in train_pos for item in negatives.ravel())
+
+
+def test_a_shoppers_batch_does_not_depend_on_other_shoppers(small_scene):
+    """Removing one shopper from the scene leaves every other shopper's batch (examples,
+    candidates, negatives) exactly as it was, given the same random stream."""
+    unit = ShopperUnit(max_examples=4)
+    groups = shopper_rows(small_scene)
+    keep = np.concatenate(groups[1:])
+    keep.sort()
+    without = replace(small_scene, train_user=small_scene.train_user[keep],
+                      train_item=small_scene.train_item[keep],
+                      train_time=small_scene.train_time[keep],
+                      train_history=small_scene.train_history[keep])
+    full = unit.batch(small_scene, np.arange(1, 6), np.random.default_rng(7), True, 4)
+    less = unit.batch(without, np.arange(0, 5), np.random.default_rng(7), True, 4)
+    for got, expected in zip(less.inputs, full.inputs, strict=True):
+        np.testing.assert_array_equal(got.numpy(), expected.numpy())
 
 
 def _write_table(tmp_path, interactions: dict, items: dict) -> DataConfig:

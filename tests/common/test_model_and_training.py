@@ -5,7 +5,6 @@ from opacus.validators import ModuleValidator
 
 from fedscene.common.config import TrainingConfig
 from fedscene.common.data import build_scene, load_raw_dataset
-from fedscene.common.data.scene import train_negatives
 from fedscene.common.evaluation import evaluate_users, model_scorer
 from fedscene.common.model import SceneModel, merge_state, shared_prefixes, split_state
 from fedscene.common.privacy_units import ExampleUnit, ShopperUnit
@@ -43,7 +42,7 @@ def _fit_auc(signal: float, model_config, private: bool = False, unit=None) -> f
     training = TrainingConfig(batch_size=64, learning_rate=0.5)
     dp = DPSettings(noise_multiplier=0.8, max_grad_norm=1.0) if private else None
     for round_ in range(4):
-        train_local(model, scene, train_negatives(scene, 4, 0, round_), training, epochs=1,
+        train_local(model, scene, 4, training, epochs=1,
                     dp=dp, **_run(round_, unit))
     return float(evaluate_users(scene, model_scorer(model))["auc"].mean())
 
@@ -65,7 +64,7 @@ def test_shopper_level_dp_training_learns(small_model_config):
 def test_trainable_prefixes_freeze_the_rest(small_scene, small_model_config):
     model = SceneModel(small_model_config, small_scene.n_items)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    train_local(model, small_scene, train_negatives(small_scene, 4, 0, 0), TrainingConfig(),
+    train_local(model, small_scene, 4, TrainingConfig(),
                 epochs=1, trainable=("head.",), dp=DPSettings(1.0, 1.0), **_run(0))
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("encoder."))
@@ -76,7 +75,7 @@ def test_poisson_empty_batches_still_step(small_scene, small_model_config):
     tiny = TrainingConfig(batch_size=1)  # sample rate 1/n: many empty Poisson batches
     model = SceneModel(small_model_config, small_scene.n_items)
     before = model.encoder.user_mlp.weight.clone()
-    report = train_local(model, small_scene, train_negatives(small_scene, 4, 0, 0), tiny,
+    report = train_local(model, small_scene, 4, tiny,
                          epochs=0.02, dp=DPSettings(1.0, 1.0), **_run(3))
     assert report.steps == round(0.02 * small_scene.n_train)
     assert not torch.equal(before, model.encoder.user_mlp.weight)

@@ -99,8 +99,11 @@ def test_a_failing_client_is_named_and_the_run_finishes(tmp_path):
     train_failures = [(f["round"], f["scene"]) for f in outcome.failures
                       if f["phase"] == "train"]
     assert train_failures == [(2, "scene1"), (3, "scene1")]
-    assert all(f["scene"] == "scene1" and "local.pt" in f["reason"]
-               for f in outcome.failures)
+    # The coordinator learns that it failed, not why: the reason stays with the scene.
+    assert all(f["scene"] == "scene1" and "failed at the scene" in f["reason"]
+               and "local.pt" not in f["reason"] for f in outcome.failures)
+    kept = (tmp_path / "scenes" / "scene1" / "errors.log").read_text()
+    assert "round 2 train" in kept and "local.pt" in kept
     final = {e["scene"] for e in outcome.evaluations if e["round"] == 3}
     assert final == {"scene0", "scene2"}
 
