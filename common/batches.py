@@ -14,20 +14,20 @@ def gather_inputs(dataset: SceneDataset, candidates: np.ndarray, history: np.nda
                   ) -> ModelInputs:
     """Inputs for [..., K] candidate items scored against [..., L] history items.
 
-    Returns (tokens [...,C,T], price [...,C], category [...,C], item_mask [...,C],
+    Returns (text [...,C,text_dim], price [...,C], category [...,C], item_mask [...,C],
     item_ids [...,K]) where C = K + L and the candidates come first. The leading dimensions
     are [B] examples, or [shoppers, examples] for shopper-level training.
     """
     items = np.concatenate([candidates, history], axis=-1)
-    tokens, price, category, present, _ = history_inputs(dataset, items)
-    return tokens, price, category, present, torch.from_numpy(np.ascontiguousarray(candidates))
+    text, price, category, present, _ = history_inputs(dataset, items)
+    return text, price, category, present, torch.from_numpy(np.ascontiguousarray(candidates))
 
 
 def history_inputs(dataset: SceneDataset, history: np.ndarray) -> ModelInputs:
     """Model inputs of [B, L] history items (PAD where there is none)."""
     present = history != PAD
     safe = np.where(present, history, 0)
-    return (torch.from_numpy(dataset.item_tokens[safe] * present[..., None]),
+    return (torch.from_numpy(dataset.item_text[safe] * present[..., None]),
             torch.from_numpy(dataset.item_price[safe] * present),
             torch.from_numpy(dataset.item_category[safe] * present),
             torch.from_numpy(present), torch.from_numpy(np.ascontiguousarray(safe)))
@@ -35,7 +35,7 @@ def history_inputs(dataset: SceneDataset, history: np.ndarray) -> ModelInputs:
 
 def item_inputs(dataset: SceneDataset, items: np.ndarray) -> ModelInputs:
     """Model inputs of [N] catalogue items."""
-    return (torch.from_numpy(dataset.item_tokens[items]),
+    return (torch.from_numpy(dataset.item_text[items]),
             torch.from_numpy(dataset.item_price[items]),
             torch.from_numpy(dataset.item_category[items]),
             torch.ones(len(items), dtype=torch.bool),

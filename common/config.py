@@ -91,6 +91,11 @@ class ModelConfig(_Strict):
     """Sizes of the shared encoder and the scene head."""
 
     embedding_dim: int = Field(32, ge=4, le=512)
+    text_dim: int = Field(1024, ge=8, le=4096,
+                          description="width of the public TF-IDF projection of titles")
+    content_weight: float = Field(
+        10.0, ge=0.0, description="initial weight of the content-similarity score in the "
+                                  "head: the model starts as content similarity")
     hash_buckets: int = Field(16384, ge=64)
     max_tokens: int = Field(8, ge=1, le=64)
     price_buckets: int = Field(16, ge=2)

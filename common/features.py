@@ -1,13 +1,18 @@
 """The shared feature space: what every platform can compute without coordination.
 
-Product text becomes hashed word tokens, price a log-scale bucket, category a hashed bucket.
-No platform-specific ids enter this space, so an encoder trained on it transfers.
+Product text becomes hashed word tokens and, from them, a TF-IDF vector fitted on the
+scene's own catalogue and mapped through one fixed random projection (the same matrix on
+every machine, from a published seed), so every scene's item vectors live in one space.
+Price becomes a log-scale bucket, category a hashed bucket. All of it is computed from the
+public catalogue alone: no interaction enters it, and it costs no privacy budget. No
+platform-specific ids enter this space, so an encoder trained on it transfers.
 """
 
 from __future__ import annotations
 
 import re
 import zlib
+from functools import lru_cache
 
 import numpy as np
 
@@ -41,3 +46,30 @@ def category_buckets(categories: list[str], config: ModelConfig) -> np.ndarray:
     """Hashed category, 0 when the category is unknown."""
     return np.array([stable_hash(c.strip().lower(), config.category_buckets) if c.strip() else 0
                      for c in categories], dtype=np.int64)
+
+
+PROJECTION_SEED = 20121201  # public: every scene must draw the same projection
+
+
+@lru_cache(maxsize=4)
+def _projection(buckets: int, dim: int) -> np.ndarray:
+    rng = np.random.default_rng(PROJECTION_SEED)
+    return (rng.standard_normal((buckets, dim)) / np.sqrt(dim)).astype(np.float32)
+
+
+def text_vectors(tokens: np.ndarray, config: ModelConfig) -> np.ndarray:
+    """[N, text_dim] unit vectors: TF-IDF of each item's hashed title words (idf fitted on
+    these N catalogue items) through the fixed projection. Dot products approximate the
+    TF-IDF cosine (Johnson-Lindenstrauss), so the mean of a history's vectors against an
+    item's is the content-similarity score, computed from the catalogue alone."""
+    present = tokens > 0
+    df = np.bincount(np.unique(np.stack([np.repeat(np.arange(len(tokens)), present.sum(1)),
+                                         tokens[present]]), axis=1)[1],
+                     minlength=config.hash_buckets)
+    idf = np.log((1.0 + len(tokens)) / (1.0 + df)) + 1.0
+    weights = np.where(present, idf[tokens], 0.0)
+    weights /= np.maximum(np.sqrt((weights ** 2).sum(1, keepdims=True)), 1e-12)
+    vectors = np.einsum("nt,ntd->nd", weights, _projection(config.hash_buckets,
+                                                           config.text_dim)[tokens])
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)

@@ -1,6 +1,6 @@
 """SceneModel = SharedEncoder + SceneHead, with parameter groups by name prefix.
 
-`encoder.*` reads only the shared feature space (hashed text tokens, price and category
+`encoder.*` reads only the shared feature space (public title vectors, price and category
 buckets) and is what federation shares. `head.*` scores (user, item) pairs for one scene;
 `head.local_ids.*` holds the scene's own item-id biases, which depend on the scene's
 catalogue and so are never shared, not even by `fedavg`. Every layer is one Opacus supports
@@ -35,32 +35,30 @@ class SharedEncoder(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         dim = config.embedding_dim
-        self.tokens = nn.Embedding(config.hash_buckets, dim)
+        self.text = nn.Linear(config.text_dim, dim)
         self.price = nn.Embedding(config.price_buckets, dim)
         self.category = nn.Embedding(config.category_buckets, dim)
         self.norm = nn.LayerNorm(dim)
         self.item_mlp = nn.Linear(dim, dim)
         self.user_mlp = nn.Linear(dim, dim)
 
-    def forward(self, tokens: torch.Tensor, price: torch.Tensor, category: torch.Tensor,
+    def forward(self, text: torch.Tensor, price: torch.Tensor, category: torch.Tensor,
                 item_mask: torch.Tensor, n_candidates: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Encode [..., C] items (candidates first, then history); return (user, candidates).
 
-        tokens: [..., C, T] hashed ids (0 = padding); item_mask: [..., C] (False = no item).
+        text: [..., C, text_dim] public title vectors; item_mask: [..., C] (False = none).
         The leading dimensions are [B] for example-level batches and [shoppers, examples]
         for shopper-level ones, where the first is the privacy unit Opacus clips.
         """
-        items = self.encode_items(tokens, price, category)
+        items = self.encode_items(text, price, category)
         users = self.encode_users(items[..., n_candidates:, :],
                                   item_mask[..., n_candidates:])
         return users, items[..., :n_candidates, :]
 
-    def encode_items(self, tokens: torch.Tensor, price: torch.Tensor, category: torch.Tensor
+    def encode_items(self, text: torch.Tensor, price: torch.Tensor, category: torch.Tensor
                      ) -> torch.Tensor:
-        """Item vectors [..., D] from hashed title tokens [..., T], price and category."""
-        token_mask = (tokens > 0).unsqueeze(-1).float()
-        text = (self.tokens(tokens) * token_mask).sum(-2) / token_mask.sum(-2).clamp(min=1.0)
-        items = self.norm(text + self.price(price) + self.category(category))
+        """Item vectors [..., D] from public title vectors [..., text_dim], price, category."""
+        items = self.norm(self.text(text) + self.price(price) + self.category(category))
         return torch.tanh(self.item_mlp(items))
 
     def encode_users(self, history: torch.Tensor, history_mask: torch.Tensor) -> torch.Tensor:
@@ -83,23 +81,44 @@ class LocalItemBias(nn.Module):
 
 
 class SceneHead(nn.Module):
-    """Scores each candidate from [user, item, user * item], plus a local item bias."""
+    """Scores each candidate: a learned weight on its public content similarity to the
+    shopper's history, plus corrections from [user, item, user * item], plus a local item
+    bias (the scene's popularity).
+
+    The correction layer starts at zero, so an untrained head ranks exactly by content
+    similarity; training under DP then only has to learn what public data cannot say.
+    """
 
     def __init__(self, config: ModelConfig, n_items: int) -> None:
         super().__init__()
         dim = config.embedding_dim
+        self.content = nn.Linear(1, 1, bias=False)
+        nn.init.constant_(self.content.weight, config.content_weight)
         self.hidden = nn.Linear(3 * dim, config.head_hidden)
         self.out = nn.Linear(config.head_hidden, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
         self.local_ids = LocalItemBias(n_items) if config.local_item_ids else None
 
-    def forward(self, users: torch.Tensor, candidates: torch.Tensor, item_ids: torch.Tensor
-                ) -> torch.Tensor:
+    def forward(self, users: torch.Tensor, candidates: torch.Tensor, item_ids: torch.Tensor,
+                content: torch.Tensor) -> torch.Tensor:
         expanded = users.unsqueeze(-2).expand_as(candidates)
         features = torch.cat([expanded, candidates, expanded * candidates], dim=-1)
         logits = self.out(torch.relu(self.hidden(features))).squeeze(-1)
+        logits = logits + self.content(content.unsqueeze(-1)).squeeze(-1)
         if self.local_ids is not None:
             logits = logits + self.local_ids(item_ids)
         return logits
+
+
+def content_similarity(history_text: torch.Tensor, history_mask: torch.Tensor,
+                       candidate_text: torch.Tensor) -> torch.Tensor:
+    """Cosine [..., K] between the mean of the history's public title vectors
+    [..., L, text_dim] and each candidate's [..., K, text_dim] (no parameters)."""
+    mask = history_mask.unsqueeze(-1).float()
+    profile = (history_text * mask).sum(-2)
+    profile = profile / profile.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+    return (candidate_text * profile.unsqueeze(-2)).sum(-1)
 
 
 class _ReverseGradient(torch.autograd.Function):
@@ -152,37 +171,45 @@ class SceneModel(nn.Module):
         self.disc = DomainDiscriminator(config.embedding_dim, domains) if domains > 0 else None
         self.return_domains = False
 
-    def forward(self, tokens: torch.Tensor, price: torch.Tensor, category: torch.Tensor,
+    def forward(self, text: torch.Tensor, price: torch.Tensor, category: torch.Tensor,
                 item_mask: torch.Tensor, item_ids: torch.Tensor
                 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         n_candidates = item_ids.shape[-1]
-        users, candidates = self.encoder(tokens, price, category, item_mask, n_candidates)
-        logits = self.head(users, candidates, item_ids)
+        users, candidates = self.encoder(text, price, category, item_mask, n_candidates)
+        content = content_similarity(text[..., n_candidates:, :],
+                                     item_mask[..., n_candidates:],
+                                     text[..., :n_candidates, :])
+        logits = self.head(users, candidates, item_ids, content)
         if not self.return_domains or self.disc is None:
             return logits
         vectors = torch.cat([users.unsqueeze(-2), candidates], dim=-2)  # one call: ghost clipping
         return logits, self.disc(vectors)
 
-    def catalogue_scores(self, history: ModelInputs, catalogue: ModelInputs) -> torch.Tensor:
-        """Logits [B, N] of every catalogue item for B users, encoding each item once.
-
-        `history`: (tokens [B,L,T], price, category, mask [B,L], ids) of the users' items;
-        `catalogue`: (tokens [N,T], price [N], category [N], mask, ids [N]) of the items to
-        rank. Gives the same logits as `forward` on those candidates.
-        """
+    def _encode(self, history: ModelInputs, catalogue: ModelInputs
+                ) -> tuple[torch.Tensor, torch.Tensor]:
         encoder = self.encoder
         items = encoder.encode_items(*catalogue[:3])
         users = encoder.encode_users(encoder.encode_items(*history[:3]), history[3])
+        return users, items
+
+    def catalogue_scores(self, history: ModelInputs, catalogue: ModelInputs) -> torch.Tensor:
+        """Logits [B, N] of every catalogue item for B users, encoding each item once.
+
+        `history`: (text [B,L,text_dim], price, category, mask [B,L], ids) of the users'
+        items; `catalogue`: (text [N,text_dim], price [N], category [N], mask, ids [N]) of
+        the items to rank. Gives the same logits as `forward` on those candidates.
+        """
+        users, items = self._encode(history, catalogue)
         batch = users.shape[0]
+        content = content_similarity(history[0], history[3],
+                                     catalogue[0].unsqueeze(0).expand(batch, -1, -1))
         return self.head(users, items.unsqueeze(0).expand(batch, -1, -1),
-                         catalogue[4].unsqueeze(0).expand(batch, -1))
+                         catalogue[4].unsqueeze(0).expand(batch, -1), content)
 
     def catalogue_similarity(self, history: ModelInputs, catalogue: ModelInputs
                              ) -> torch.Tensor:
         """The encoder's user-item dot products [B, N], no head (zero-shot scoring)."""
-        encoder = self.encoder
-        items = encoder.encode_items(*catalogue[:3])
-        users = encoder.encode_users(encoder.encode_items(*history[:3]), history[3])
+        users, items = self._encode(history, catalogue)
         return users @ items.T
 
 

@@ -38,7 +38,7 @@ def pool_scenes(datasets: list[SceneDataset]) -> tuple[SceneDataset, list[SceneD
 
     pooled = SceneDataset(
         scene="pooled",
-        item_keys=cat("item_keys"), item_tokens=cat("item_tokens"),
+        item_keys=cat("item_keys"), item_tokens=cat("item_tokens"), item_text=cat("item_text"),
         item_price=cat("item_price"), item_category=cat("item_category"),
         train_user=cat("train_user", "user"), train_item=cat("train_item", "item"),
         train_time=cat("train_time"), train_history=cat("train_history", "item"),

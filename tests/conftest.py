@@ -18,7 +18,7 @@ def synthetic_data(**overrides) -> DataConfig:
 
 @pytest.fixture(scope="session")
 def small_model_config() -> ModelConfig:
-    return ModelConfig(embedding_dim=8, hash_buckets=512, head_hidden=8)
+    return ModelConfig(embedding_dim=8, hash_buckets=512, head_hidden=8, text_dim=64)
 
 
 @pytest.fixture(scope="session")

@@ -21,7 +21,12 @@ import numpy as np
 from fedscene.common.config import DataConfig, ModelConfig
 from fedscene.common.data.contract import RawDataset
 from fedscene.common.errors import DataError
-from fedscene.common.features import category_buckets, price_buckets, text_tokens
+from fedscene.common.features import (
+    category_buckets,
+    price_buckets,
+    text_tokens,
+    text_vectors,
+)
 
 PAD = -1
 
@@ -33,6 +38,7 @@ class SceneDataset:
     scene: str
     item_keys: np.ndarray      # [n_items] the items' ids in the source (for cross-scene joins)
     item_tokens: np.ndarray    # [n_items, max_tokens]
+    item_text: np.ndarray      # [n_items, text_dim] public TF-IDF projection (unit vectors)
     item_price: np.ndarray     # [n_items]
     item_category: np.ndarray  # [n_items]
     train_user: np.ndarray     # [n_train]
@@ -200,10 +206,12 @@ def build_scene(raw: RawDataset, scene: str, data: DataConfig, model: ModelConfi
                                       eval_count, rng)
 
     catalogue = raw.items.set_index("item").loc[item_keys]
+    tokens = text_tokens(catalogue["text"].tolist(), model)
     return SceneDataset(
         scene=scene,
         item_keys=item_keys,
-        item_tokens=text_tokens(catalogue["text"].tolist(), model),
+        item_tokens=tokens,
+        item_text=text_vectors(tokens, model),
         item_price=price_buckets(catalogue["price"].to_numpy(), model),
         item_category=category_buckets(catalogue["category"].tolist(), model),
         train_user=train_users,

@@ -20,7 +20,7 @@ from tests.conftest import synthetic_data
 def _config(rounds=3, **privacy):
     return ExperimentConfig.model_validate({
         "data": json.loads(synthetic_data().model_dump_json()),
-        "model": {"embedding_dim": 8, "hash_buckets": 512, "head_hidden": 8},
+        "model": {"embedding_dim": 8, "hash_buckets": 512, "text_dim": 64, "head_hidden": 8},
         "training": {"batch_size": 16},
         "privacy": {"epsilon": 2.0} | privacy,
         "federation": {"rounds": rounds}})

@@ -55,13 +55,16 @@ def _per_unit_grads(model, batch, count, domains, labelled):
 
 @pytest.mark.parametrize("unit_name", sorted(UNITS))
 @pytest.mark.parametrize("mode", ["ghost", "hooks"])
-@pytest.mark.parametrize("clip", [0.05, 0.5])
+@pytest.mark.parametrize("clip", [0.05, 0.3])
 @pytest.mark.parametrize(("domains", "labelled"), OBJECTIVES)
 def test_every_unit_gradient_is_clipped(small_scene, small_model_config, unit_name, mode, clip,
                                         domains, labelled):
     unit = UNITS[unit_name]
     torch.manual_seed(0)
     model = SceneModel(small_model_config, small_scene.n_items, domains)
+    # As after some training: the correction layer starts at zero, which would hide the
+    # layers behind it from the check.
+    torch.nn.init.normal_(model.head.out.weight, std=0.5)
     model.return_domains = domains > 0
     if not labelled:  # as in training: an unlabelled scene has no head loss to train
         model.head.requires_grad_(False)

@@ -29,7 +29,7 @@ def _config(rounds: int = 3, arms=("fedper",)) -> ExperimentConfig:
     data = json.loads(synthetic_data(num_scenes=3, users_per_scene=40).model_dump_json())
     return ExperimentConfig.model_validate({
         "data": data | {"scenes": SCENES},
-        "model": {"embedding_dim": 8, "hash_buckets": 512, "head_hidden": 8},
+        "model": {"embedding_dim": 8, "hash_buckets": 512, "text_dim": 64, "head_hidden": 8},
         "privacy": {"epsilon": 4.0},
         "federation": {"rounds": rounds},
         "simulation": {"arms": list(arms), "bootstrap_samples": 100, "object_store_mb": 100}})

@@ -23,7 +23,7 @@ def _config(shift: float, arms: list[str], source: str = "fedavg") -> Experiment
                       .model_dump_json())
     return ExperimentConfig.model_validate({
         "data": data,
-        "model": {"embedding_dim": 16, "hash_buckets": 1024, "head_hidden": 16},
+        "model": {"embedding_dim": 16, "hash_buckets": 1024, "text_dim": 64, "head_hidden": 16},
         "privacy": {"enabled": False},  # the mechanics of transfer; DP is tested elsewhere
         "federation": {"rounds": 3},
         "simulation": {"arms": [source], "bootstrap_samples": 300, "object_store_mb": 100},
