@@ -114,8 +114,9 @@ def test_harness_sweep_report_and_audit(tmp_path, capsys):
         update={"privacy_sweep": [4.0, "none"]})})
     out = tmp_path / "run"
     results = run_experiment(config, out, progress=lambda _: None)
-    for name in ("results.json", "rounds.csv", "report.md", "rounds_hr10.png",
-                 "scenes_hr10.png", "privacy_utility_hr10.png", "run.json"):
+    for name in ("results.json", "rounds.csv", "report.md", "rounds_full-hr10.png",
+                 "rounds_hr10.png", "scenes_full-hr10.png", "privacy_utility_full-hr10.png",
+                 "run.json"):
         assert (out / name).exists(), name
     saved = json.loads((out / "results.json").read_text())
     assert set(saved["arms"]) == {"local@eps4", "local@noDP", "fedper@eps4", "fedper@noDP",
