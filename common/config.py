@@ -55,6 +55,9 @@ class SyntheticConfig(_Strict):
     num_topics: int = Field(8, ge=2)
     shift: float = Field(0.3, ge=0.0, le=1.0, description="0 identical scenes, 1 unrelated")
     signal: float = Field(1.0, ge=0.0, le=1.0, description="0 means random interactions")
+    text_signal: float = Field(1.0, ge=0.0, le=1.0,
+                               description="share of title words drawn from the item's topic "
+                                           "(0: random titles, no text signal)")
     seed: int = 0
 
 

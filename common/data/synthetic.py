@@ -5,7 +5,8 @@ shared encoder can learn from text alone. Users of every scene belong to taste c
 a cluster's topic affinity is `(1 - shift) * shared + shift * scene-specific`, and in each
 scene a `shift` fraction of items serves a re-drawn topic, so `shift=0` gives identical
 scenes and `shift=1` unrelated ones (neither tastes nor what text means carry over).
-`signal=0` makes choices uniform.
+`signal=0` makes choices uniform; `text_signal=0` gives titles of random words, so only
+interactions (and price and category) say what an item is.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from fedscene.common.config import SyntheticConfig
 from fedscene.common.data.contract import RawDataset
 
 CLUSTERS = 4
+RANDOM_WORDS = 400  # the vocabulary of title words unrelated to any topic
 
 
 def _items(config: SyntheticConfig, rng: np.random.Generator) -> tuple[pd.DataFrame, np.ndarray]:
@@ -25,7 +27,10 @@ def _items(config: SyntheticConfig, rng: np.random.Generator) -> tuple[pd.DataFr
     texts = []
     for topic in topics:
         words = rng.choice(words_per_topic, size=4, replace=False)
-        texts.append(" ".join(f"t{topic}w{w}" for w in words))
+        noise = rng.random(4) >= config.text_signal  # such a word says nothing of the topic
+        shuffled = rng.choice(RANDOM_WORDS, size=4, replace=False)
+        texts.append(" ".join(f"r{r}" if random else f"t{topic}w{w}"
+                              for w, r, random in zip(words, shuffled, noise, strict=True)))
     prices = np.round(np.exp(rng.normal(1.0 + 0.2 * topics, 0.3)), 2)
     items = pd.DataFrame({
         "item": [f"i{i:05d}" for i in range(config.num_items)],
