@@ -111,13 +111,18 @@ class SceneHead(nn.Module):
         return logits
 
 
+def text_profile(history_text: torch.Tensor, history_mask: torch.Tensor) -> torch.Tensor:
+    """The unit-length mean [..., text_dim] of a history's public title vectors."""
+    mask = history_mask.unsqueeze(-1).float()
+    profile = (history_text * mask).sum(-2)
+    return profile / profile.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+
+
 def content_similarity(history_text: torch.Tensor, history_mask: torch.Tensor,
                        candidate_text: torch.Tensor) -> torch.Tensor:
     """Cosine [..., K] between the mean of the history's public title vectors
     [..., L, text_dim] and each candidate's [..., K, text_dim] (no parameters)."""
-    mask = history_mask.unsqueeze(-1).float()
-    profile = (history_text * mask).sum(-2)
-    profile = profile / profile.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+    profile = text_profile(history_text, history_mask)
     return (candidate_text * profile.unsqueeze(-2)).sum(-1)
 
 
@@ -201,8 +206,7 @@ class SceneModel(nn.Module):
         """
         users, items = self._encode(history, catalogue)
         batch = users.shape[0]
-        content = content_similarity(history[0], history[3],
-                                     catalogue[0].unsqueeze(0).expand(batch, -1, -1))
+        content = text_profile(history[0], history[3]) @ catalogue[0].T  # [B, N]
         return self.head(users, items.unsqueeze(0).expand(batch, -1, -1),
                          catalogue[4].unsqueeze(0).expand(batch, -1), content)
 

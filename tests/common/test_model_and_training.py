@@ -1,12 +1,21 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 from opacus.validators import ModuleValidator
 
+from fedscene.common.batches import history_inputs, item_inputs
 from fedscene.common.config import TrainingConfig
 from fedscene.common.data import build_scene, load_raw_dataset
 from fedscene.common.evaluation import evaluate_users, model_scorer
-from fedscene.common.model import SceneModel, merge_state, shared_prefixes, split_state
+from fedscene.common.model import (
+    SceneModel,
+    merge_state,
+    shared_prefixes,
+    split_state,
+    text_profile,
+)
 from fedscene.common.privacy_units import ExampleUnit, ShopperUnit
 from fedscene.common.randomness import reproducible_source
 from fedscene.common.training import DPSettings, train_local
@@ -80,3 +89,33 @@ def test_poisson_empty_batches_still_step(small_scene, small_model_config):
     assert report.steps == round(0.02 * small_scene.n_train)
     assert not torch.equal(before, model.encoder.user_mlp.weight)
     assert np.isfinite(model.encoder.user_mlp.weight.detach().numpy()).all()
+
+
+def test_public_item_vectors_read_no_interactions(small_model_config):
+    """Item vectors come from the catalogue alone: reshuffling who bought what, and when,
+    leaves every item's vector as it was."""
+    data = synthetic_data()
+    raw = load_raw_dataset(data)
+    shuffled = raw.interactions.copy()
+    rng = np.random.default_rng(0)
+    shuffled["user"] = rng.permutation(shuffled["user"].to_numpy())
+    shuffled["time"] = rng.permutation(shuffled["time"].to_numpy())
+    before = build_scene(raw, "scene0", data, small_model_config)
+    after = build_scene(replace(raw, interactions=shuffled), "scene0", data, small_model_config)
+    np.testing.assert_array_equal(before.item_keys, after.item_keys)
+    np.testing.assert_array_equal(before.item_text, after.item_text)
+    assert not np.array_equal(before.train_user, after.train_user)
+
+
+def test_an_untrained_model_ranks_by_content_similarity(small_scene, small_model_config):
+    """The head's correction layer starts at zero and the item biases at zero, so before
+    any training the scores are the content weight times the public title cosine."""
+    model = SceneModel(small_model_config, small_scene.n_items)
+    rows = np.arange(8)
+    history = history_inputs(small_scene, small_scene.test_history[rows])
+    catalogue = item_inputs(small_scene, small_scene.ranked_items)
+    with torch.no_grad():
+        scores = model.catalogue_scores(history, catalogue)
+    profile = text_profile(history[0], history[3])
+    expected = small_model_config.content_weight * profile @ catalogue[0].T
+    torch.testing.assert_close(scores, expected)
