@@ -161,7 +161,10 @@ class PrivacyConfig(_Strict):
         False, description="simulation only: draw DP noise and sampling from the run's seed so "
                            "a run repeats exactly. NOT private (whoever knows the seed can "
                            "remove the noise); every ledger entry says so and the audit fails")
-    grad_sample_mode: Literal["ghost", "hooks", "functorch", "ew"] = "ghost"
+    grad_sample_mode: Literal["ghost", "hooks", "functorch", "ew"] = Field(
+        "hooks", description="Opacus per-unit gradients: hooks materialises them (cheap for "
+                             "the compact encoder: 1.2x a plain step in benchmarks/dp_step), "
+                             "ghost computes only their norms")
     accountant: Literal["prv", "rdp"] = "prv"
     scenes: dict[str, SceneBudget] = Field(default_factory=dict)
 

@@ -146,7 +146,7 @@ class DPSettings:
 
     noise_multiplier: float
     max_grad_norm: float
-    grad_sample_mode: str = "ghost"
+    grad_sample_mode: str = "hooks"
 
 
 @dataclass(frozen=True)

@@ -95,9 +95,9 @@ def test_every_unit_gradient_is_clipped(small_scene, small_model_config, unit_na
     assert (clipped.norm(dim=1) <= clip * (1 + 1e-5)).all()
 
 
-def test_shopper_is_the_default_unit_and_ghost_the_default_mode():
+def test_shopper_is_the_default_unit_and_hooks_the_default_mode():
     from fedscene.common.config import PrivacyConfig
 
     assert PrivacyConfig().unit == "shopper"
-    assert PrivacyConfig().grad_sample_mode == "ghost"
+    assert PrivacyConfig().grad_sample_mode == "hooks"
     assert TrainingConfig().batch_size > 0
