@@ -42,13 +42,6 @@ def full_ranking_metrics(scores: np.ndarray, relevant: np.ndarray) -> dict[str, 
             "full-recall@20": float(hits.sum() / min(wanted, 20))}
 
 
-def per_user(values: np.ndarray, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean of each user's examples; returns (user ids, means), users sorted."""
-    ids, inverse = np.unique(users, return_inverse=True)
-    sums = np.bincount(inverse, weights=values)
-    return ids, sums / np.bincount(inverse)
-
-
 def bootstrap_ci(values: np.ndarray, samples: int = 1000, seed: int = 0,
                  level: float = 0.95) -> tuple[float, float]:
     """Percentile interval of the mean over resampled users."""

@@ -29,10 +29,6 @@ class NoiseSource:
     examples: np.random.Generator  # which examples of a sampled shopper a step uses
     description: str
 
-    @property
-    def private(self) -> bool:
-        return self.description == SECRET
-
 
 def _generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)

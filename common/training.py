@@ -156,7 +156,6 @@ class TrainReport:
     steps: int
     sample_rate: float
     units: int  # privacy units in the scene (n of the sample rate)
-    sampled: int  # units drawn over all steps
     mean_loss: float
     noise_source: str
 
@@ -243,13 +242,12 @@ def train_local(model: nn.Module, dataset: SceneDataset, negatives: int,
         module, optimizer, criterion, loader = make_private(work, optimizer, loader, dp,
                                                             criterion, randomness.noise)
     module.train()
-    losses, sampled, done = [], 0, 0
+    losses, done = [], 0
     while done < steps:
         for (index,) in loader:
             if done == steps:
                 break
             done += 1
-            sampled += len(index)
             optimizer.zero_grad(set_to_none=True)
             if len(index) == 0:  # an empty Poisson batch still takes a (pure noise) step
                 _noise_only_step(optimizer, params)
@@ -264,7 +262,7 @@ def train_local(model: nn.Module, dataset: SceneDataset, negatives: int,
     anchor.release()
     work.return_domains = False
     model.load_state_dict(work.state_dict())
-    return TrainReport(steps=done, sample_rate=rate, units=units, sampled=sampled,
+    return TrainReport(steps=done, sample_rate=rate, units=units,
                        mean_loss=float(np.mean(losses)) if losses else 0.0,
                        noise_source=randomness.description)
 
