@@ -7,8 +7,16 @@ import torch
 
 from fedscene.common.config import DataConfig, ModelConfig, SyntheticConfig
 from fedscene.common.data import build_scene, load_raw_dataset
+from fedscene.common.privacy_units import ExampleUnit
+from fedscene.common.randomness import reproducible_source
 
 torch.set_num_threads(1)
+
+
+def seeded_training(seed: int, unit=None) -> dict:
+    """`train_local` keywords for tests of learning, not privacy: example-level batches
+    (or `unit`) and noise drawn from `seed`, so a run repeats."""
+    return {"unit": unit or ExampleUnit(), "randomness": reproducible_source(seed)}
 
 
 def synthetic_data(**overrides) -> DataConfig:

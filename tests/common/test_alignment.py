@@ -21,14 +21,9 @@ from fedscene.common.model import (
     split_state,
 )
 from fedscene.common.privacy_units import ExampleUnit
-from fedscene.common.randomness import reproducible_source
 from fedscene.common.training import AlignedExampleLoss, Alignment, DPSettings, train_local
+from tests.conftest import seeded_training as _run
 from tests.conftest import synthetic_data
-
-
-def _run(seed: int, unit=None) -> dict:
-    """Example-level batches with noise from `seed`: these tests check learning, not privacy."""
-    return {"unit": unit or ExampleUnit(), "randomness": reproducible_source(seed)}
 
 
 def test_reversal_is_identity_forward_and_negates_gradients():

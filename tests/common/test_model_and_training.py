@@ -16,15 +16,10 @@ from fedscene.common.model import (
     split_state,
     text_profile,
 )
-from fedscene.common.privacy_units import ExampleUnit, ShopperUnit
-from fedscene.common.randomness import reproducible_source
+from fedscene.common.privacy_units import ShopperUnit
 from fedscene.common.training import DPSettings, train_local
+from tests.conftest import seeded_training as _run
 from tests.conftest import synthetic_data
-
-
-def _run(seed: int, unit=None) -> dict:
-    """Example-level batches with noise from `seed`: these tests check learning, not privacy."""
-    return {"unit": unit or ExampleUnit(), "randomness": reproducible_source(seed)}
 
 
 def test_model_passes_opacus_validator(small_model_config):
