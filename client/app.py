@@ -7,6 +7,7 @@ optionally `data-path` / `items-path`, so data and state stay on the partner's d
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
 from pathlib import Path
@@ -104,6 +105,7 @@ def _guarded(phase: str):
     message that says only which phase failed."""
 
     def wrap(handler):
+        @functools.wraps(handler)
         def run(message: Message, context: Context) -> Message:
             try:
                 return handler(message, context)
@@ -112,8 +114,6 @@ def _guarded(phase: str):
                 raise SceneFailure(f"{phase} failed at the scene; the reason is in its state "
                                    f"directory ({ERROR_LOG})") from None
 
-        run.__name__ = handler.__name__
-        run.__doc__ = handler.__doc__
         return run
 
     return wrap

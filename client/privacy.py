@@ -297,10 +297,6 @@ class PrivacyAccount:
         self.entries.append(entry)
         return entry
 
-    def summary(self) -> dict[str, Any]:
-        """Cumulative spend for reports (see `summarize`)."""
-        return summarize(self.entries) | {"ledger_intact": True}
-
     @staticmethod
     def read_summary(directory: Path) -> dict[str, Any]:
         """The summary of a state directory's ledger without repairing or refusing it (a

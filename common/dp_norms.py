@@ -1,9 +1,9 @@
 """Per-unit gradient-norm samplers for ghost clipping, registered with Opacus on import.
 
-- `nn.Embedding`: Opacus computes the same norms by deduplicating (unit, token) pairs with
-  `torch.unique(dim=0)`, a lexicographic sort that dominates a training step on CPU (about
-  80% of it for the scene model). Encoding each pair as one integer, unit * vocab + token,
-  makes it a 1-D sort with identical results.
+- `nn.Embedding`: Opacus computes the same norms by deduplicating (unit, id) pairs with
+  `torch.unique(dim=0)`, a lexicographic sort that dominated a ghost-clipped step on CPU
+  when the encoder held a large hashed-token table. Encoding each pair as one integer,
+  unit * rows + id, makes it a 1-D sort with identical results.
 - `nn.Linear`: Opacus's ghost norm handles inputs of two or three dimensions and always
   forms the [T, T] Gram matrices. A shopper-level batch is [shoppers, examples, items, d],
   so here the middle dimensions are flattened into one T, and when T^2 exceeds the weight's

@@ -64,7 +64,9 @@ def _candidates(dataset: SceneDataset, rows: np.ndarray, rng: np.random.Generato
     (so no other shopper's data or position shapes them); an unlabelled row has only random
     catalogue items and all-zero labels."""
     flat = rows.reshape(-1)
-    drawn = sample_negatives(dataset.train_user[flat], shopper_items(dataset),
+    users = dataset.train_user[flat]
+    bought = shopper_items(dataset)
+    drawn = sample_negatives(users, {int(u): bought[int(u)] for u in np.unique(users)},
                              dataset.n_items, negatives, rng).reshape(*rows.shape, negatives)
     if labelled:
         candidates = np.concatenate([dataset.train_item[rows][..., None], drawn], axis=-1)

@@ -128,7 +128,8 @@ def adapt(config: ExperimentConfig, target: SceneDataset, arm: str, k: Shot, see
                 else PrivacyAccount(state, config.privacy))
             rate, steps = sample_rate_and_steps(units, config.training.batch_size, epochs)
             plan = account.plan_campaign(unit, units, rate, steps)
-            if account.would_exceed(steps)[0]:
+            exceeded, epsilon_after = account.would_exceed(steps)
+            if exceeded:
                 raise FedsceneError(f"transfer {arm} k={k}: {steps} steps would pass scene "
                                     f"{target.scene}'s budget of {plan.target_epsilon:g}")
             dp = DPSettings(plan.noise_multiplier, plan.max_grad_norm,
@@ -144,7 +145,8 @@ def adapt(config: ExperimentConfig, target: SceneDataset, arm: str, k: Shot, see
             entry = account.record_training(
                 report, unit, unit.group_sizes(subset, config.data.history_length),
                 run_id=f"transfer-{arm}-k{k}", round_=earlier + 1,
-                algorithm=f"transfer:{arm}", extra={"shots": str(k)})
+                algorithm=f"transfer:{arm}", extra={"shots": str(k)},
+                epsilon_after=epsilon_after)
             privacy = {"epsilon": entry["epsilon"], "budget_epsilon": plan.epsilon,
                        "units": units, "noise_multiplier": plan.noise_multiplier,
                        "earlier_entries": earlier}
