@@ -38,6 +38,8 @@ from fedscene.common.config import PrivacyConfig
 from fedscene.common.errors import FedsceneError
 from fedscene.common.ledger import (
     LEDGER_FILE,
+    RELEASE,
+    TRAINING,
     append_entry,
     quarantine_torn_tail,
     read_ledger,
@@ -54,8 +56,6 @@ TOLERANCE = 1e-9
 # A budget with less than this left counts as spent: calibration reaches a target to within
 # 0.01 (Opacus's tolerance), so a campaign planned to the end leaves crumbs below it.
 SPENT_MARGIN = 0.02
-TRAINING = "training"
-RELEASE = "release"
 WITHOUT_DP = "released without DP"
 
 Mechanism = tuple[float, float, int]  # (noise multiplier, sample rate, steps)

@@ -186,8 +186,8 @@ def train_round(state: SceneState, dataset: SceneDataset, request: RoundRequest
         extra["alignment"] = "adversarial" + ("" if alignment.labelled else ", unlabelled")
     what = {"run_id": request.run_id, "round_": request.round, "algorithm": algorithm,
             "extra": extra}
-    entry = (account.record_training(report, unit, unit.group_sizes(
-                 dataset, config.data.history_length), epsilon_after=epsilon_after, **what)
+    entry = (account.record_training(report, unit, unit.group_sizes(dataset),
+                                     epsilon_after=epsilon_after, **what)
              if dp is not None else account.record_without_dp(report, **what))
     state.save_local(local, {"round": request.round, "run_id": request.run_id,
                              "algorithm": algorithm, "ledger_head": entry["hash"]})

@@ -22,20 +22,15 @@ from scipy import sparse
 
 from fedscene.common.accounting import gaussian_sigma
 from fedscene.common.data.scene import PAD, SceneDataset
-from fedscene.common.evaluation import Scorer
-
-
-def _positions(dataset: SceneDataset) -> np.ndarray:
-    position = np.full(len(dataset.item_keys), -1, dtype=np.int64)
-    position[dataset.ranked_items] = np.arange(len(dataset.ranked_items))
-    return position
+from fedscene.common.evaluation import Scorer, catalogue_positions
+from fedscene.common.privacy_units import shopper_items
 
 
 def _history_matrix(dataset: SceneDataset, rows: np.ndarray) -> sparse.csr_matrix:
     """[rows, catalogue] with a 1 for each history item of the test rows."""
     history = dataset.test_history[rows]
     present = history != PAD
-    columns = _positions(dataset)[np.where(present, history, 0)][present]
+    columns = catalogue_positions(dataset)[np.where(present, history, 0)][present]
     row_ids = np.repeat(np.arange(len(rows)), present.sum(1))
     return sparse.csr_matrix((np.ones(len(columns)), (row_ids, columns)),
                              shape=(len(rows), len(dataset.ranked_items)))
@@ -94,7 +89,7 @@ def content_scorer(dataset: SceneDataset, seed: int = 0) -> Scorer:
 def cooccurrence_scorer(dataset: SceneDataset) -> Scorer:
     """Item kNN: cosine of co-purchase counts over the scene's training shoppers (reads raw
     interactions: a non-private reference)."""
-    position = _positions(dataset)
+    position = catalogue_positions(dataset)
     users = np.unique(dataset.train_user, return_inverse=True)[1]
     bought = sparse.csr_matrix((np.ones(len(users)), (users, position[dataset.train_item])),
                                shape=(int(users.max(initial=-1)) + 1,
@@ -132,13 +127,10 @@ def dp_popularity(dataset: SceneDataset, unit: str, epsilon: float, delta: float
     """Noisy item counts under `unit` ("shopper": each shopper adds 1 to at most
     `items_per_shopper` of their distinct items, drawn at random; "example": each training
     example adds 1 to its item). `rng` draws the contributions and the noise."""
-    position = _positions(dataset)
+    position = catalogue_positions(dataset)
     if unit == "shopper":
         items: list[np.ndarray] = []
-        order = np.argsort(dataset.train_user, kind="stable")
-        bounds = np.flatnonzero(np.diff(dataset.train_user[order])) + 1
-        for rows in np.split(order, bounds):
-            own = np.unique(dataset.train_item[rows])
+        for own in shopper_items(dataset).values():
             if len(own) > items_per_shopper:
                 own = rng.choice(own, items_per_shopper, replace=False)
             items.append(own)

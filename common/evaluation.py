@@ -46,13 +46,19 @@ def encoder_scorer(model: torch.nn.Module, batch_size: int = 64) -> Scorer:
     return _model_scores(model, "catalogue_similarity", batch_size)
 
 
+def catalogue_positions(dataset: SceneDataset) -> np.ndarray:
+    """Each item index's column in scores over `ranked_items` (-1: not in the catalogue)."""
+    position = np.full(len(dataset.item_keys), -1, dtype=np.int64)
+    position[dataset.ranked_items] = np.arange(len(dataset.ranked_items))
+    return position
+
+
 def evaluate_users(dataset: SceneDataset, scorer: Scorer, batch_users: int = 256
                    ) -> dict[str, np.ndarray]:
     """Per test shopper (sorted by local id, under 'user'): the mean sampled metrics of
     their held-out items, and the full-catalogue metrics of their held-out basket(s)."""
     users, first_row = np.unique(dataset.test_user, return_index=True)
-    position = np.full(len(dataset.item_keys), -1, dtype=np.int64)
-    position[dataset.ranked_items] = np.arange(len(dataset.ranked_items))
+    position = catalogue_positions(dataset)
     seen = _items_of(dataset.seen_user, dataset.seen_item)
     basket = _items_of(dataset.test_user, dataset.test_item)
     rows_of = _items_of(dataset.test_user, np.arange(len(dataset.test_user)))

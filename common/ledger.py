@@ -17,6 +17,8 @@ from typing import Any
 
 GENESIS = "0" * 64
 LEDGER_FILE = "ledger.jsonl"
+TRAINING = "training"  # entry kinds: a DP mechanism that ran, or values released without DP
+RELEASE = "release"
 
 
 def entry_hash(entry: dict[str, Any]) -> str:

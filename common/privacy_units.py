@@ -53,7 +53,7 @@ class PrivacyUnit(Protocol):
         """The batch of the sampled `units` (indices in 0..count-1), with `negatives`
         random items per example drawn from `rng` (the call's secret generator)."""
 
-    def group_sizes(self, dataset: SceneDataset, history_length: int) -> dict[str, int]:
+    def group_sizes(self, dataset: SceneDataset) -> dict[str, int]:
         """How many units one purchase and one shopper can change, at most."""
 
 
@@ -95,7 +95,7 @@ class ExampleUnit:
         candidates, labels = _candidates(dataset, units, rng, labelled, negatives)
         return Batch(gather_inputs(dataset, candidates, dataset.train_history[units]), labels)
 
-    def group_sizes(self, dataset: SceneDataset, history_length: int) -> dict[str, int]:
+    def group_sizes(self, dataset: SceneDataset) -> dict[str, int]:
         # A purchase is one example's target and sits in the histories of the next
         # `history_length` examples; the training negatives of every example of its shopper
         # avoid it too. So it removes one example and changes (a removal and an addition)
@@ -134,7 +134,7 @@ class ShopperUnit:
         inputs = gather_inputs(dataset, candidates, dataset.train_history[rows])
         return Batch(inputs, labels, torch.from_numpy(weights))
 
-    def group_sizes(self, dataset: SceneDataset, history_length: int) -> dict[str, int]:
+    def group_sizes(self, dataset: SceneDataset) -> dict[str, int]:
         # A purchase changed inside a shopper who stays is that shopper removed and the
         # changed shopper added: two units.
         return {"purchase": 2, "shopper": 1}

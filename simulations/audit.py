@@ -24,7 +24,7 @@ from typing import Any
 
 from fedscene.common.accounting import compress, epsilon, pld_epsilon
 from fedscene.common.errors import FedsceneError
-from fedscene.common.ledger import LEDGER_FILE, read_ledger
+from fedscene.common.ledger import LEDGER_FILE, RELEASE, TRAINING, read_ledger
 from fedscene.common.privacy_units import meaning
 from fedscene.common.randomness import SECRET
 from fedscene.simulations.results import json_safe
@@ -124,9 +124,9 @@ def audit_ledger(path: Path, near: float = 0.9) -> LedgerAudit:
     if not entries:
         result.verdict = "altered" if altered else "ok"
         return result
-    result.releases_without_dp = sorted({name for e in entries if e.get("kind") == "release"
+    result.releases_without_dp = sorted({name for e in entries if e.get("kind") == RELEASE
                                          for name in e["released"]})
-    training = [e for e in entries if e.get("kind", "training") == "training"]
+    training = [e for e in entries if e.get("kind", TRAINING) == TRAINING]
     if not training:
         result.verdict = "altered" if altered else "ok"
         return result

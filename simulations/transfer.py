@@ -143,7 +143,7 @@ def adapt(config: ExperimentConfig, target: SceneDataset, arm: str, k: Shot, see
         if account is not None:
             earlier = len(account.history)
             entry = account.record_training(
-                report, unit, unit.group_sizes(subset, config.data.history_length),
+                report, unit, unit.group_sizes(subset),
                 run_id=f"transfer-{arm}-k{k}", round_=earlier + 1,
                 algorithm=f"transfer:{arm}", extra={"shots": str(k)},
                 epsilon_after=epsilon_after)
