@@ -29,13 +29,13 @@ from fedscene.simulations.engine import run_arm
 from fedscene.simulations.loopback import LoopbackFederation, embedded_partners
 
 REPO = Path(__file__).resolve().parents[1]
-COUNTRIES = {"p1": "Spain", "p2": "Belgium", "p3": "Portugal"}
+COUNTRIES = {"p1": "Germany", "p2": "France", "p3": "Spain"}
 
 
 def _config_text(rounds: int, data_path: str = "") -> str:
     path = f'path = "{data_path}"\n' if data_path else ""
     return ('[data]\nsource = "online_retail"\n' + path
-            + 'scenes = ["Spain", "Belgium", "Portugal"]\n'
+            + 'scene_by = "country"\nscenes = ["Germany", "France", "Spain"]\n'
             # Timings leave the partners only when released (ledgered as without DP).
             f"[federation]\nrounds = {rounds}\nrelease_metrics = true\n"
             "[simulation]\nbootstrap_samples = 200\n")

@@ -1,6 +1,6 @@
 """Examples per second of plain SGD vs DP-SGD on the scene model, per Opacus grad-sample mode.
 
-    python -m benchmarks.dp_step [--batch 256] [--seconds 15] [--scene Germany]
+    python -m benchmarks.dp_step [--batch 256] [--seconds 15] [--scene kitchen]
         [--unit shopper|example] [--toy]
 
 Each mode trains the same model on the same fixed batches of the embedded data, cut by the
@@ -92,7 +92,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--seconds", type=float, default=15.0)
-    parser.add_argument("--scene", default="Germany")
+    parser.add_argument("--scene", default="kitchen")
     parser.add_argument("--unit", choices=("shopper", "example"), default="shopper")
     parser.add_argument("--toy", action="store_true", help="batch 16, 0.2 s a mode (CI)")
     args = parser.parse_args()

@@ -70,6 +70,9 @@ class DataConfig(_Strict):
     columns: InteractionColumns = InteractionColumns()
     item_columns: ItemColumns = ItemColumns()
     synthetic: SyntheticConfig = SyntheticConfig()
+    scene_by: Literal["category", "country"] = Field(
+        "category", description="Online Retail scenes: category malls (product families read "
+                                "from the titles) or countries (platforms)")
     scenes: list[str] = Field(default_factory=list, description="empty: every usable scene")
     min_users: int = Field(5, ge=2, description="scenes with fewer users are left out")
     min_user_interactions: int = Field(3, ge=2, description="users with fewer have no test")
@@ -115,6 +118,9 @@ class TrainingConfig(_Strict):
     head_epochs: float = Field(1.0, gt=0.0, description="fedrep: head-only passes first")
     learning_rate: float = Field(0.5, gt=0.0)
     momentum: float = Field(0.0, ge=0.0, lt=1.0)
+    loss: Literal["softmax", "bce"] = Field(
+        "softmax", description="softmax: the positive against its sampled negatives "
+                               "(ranking); bce: each candidate as a binary label")
 
 
 class SceneBudget(_Strict):

@@ -44,21 +44,33 @@ def _per_unit(per_example: torch.Tensor, weights: torch.Tensor | None) -> torch.
     return per_example if weights is None else (per_example * weights).sum(-1)
 
 
+def example_losses(logits: torch.Tensor, labels: torch.Tensor, kind: str) -> torch.Tensor:
+    """One loss per example from its candidates' logits [..., K] and labels [..., K].
+
+    "softmax": cross-entropy of the labelled candidate against the example's sampled
+    negatives (a sampled softmax: it ranks the positive above the others, as the
+    full-catalogue metrics ask). "bce": binary cross-entropy summed over the candidates.
+    """
+    if kind == "softmax":
+        return -(labels * torch.log_softmax(logits, dim=-1)).sum(-1)
+    return nn.functional.binary_cross_entropy_with_logits(
+        logits, labels, reduction="none").sum(-1)
+
+
 class ExampleLoss(nn.Module):
-    """Binary cross-entropy summed over one example's candidates, one loss per unit.
+    """The recommendation loss of `example_losses`, one loss per unit.
 
     With `reduction="none"` it returns one loss per privacy unit (an example, or a shopper's
     weighted mean over their examples), which is what Opacus's ghost clipping clips.
     """
 
-    def __init__(self, reduction: str = "mean") -> None:
+    def __init__(self, kind: str = "softmax", reduction: str = "mean") -> None:
         super().__init__()
-        self.reduction = reduction
+        self.kind, self.reduction = kind, reduction
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor,
                 weights: torch.Tensor | None = None) -> torch.Tensor:
-        per_example = nn.functional.binary_cross_entropy_with_logits(
-            logits, labels, reduction="none").sum(-1)
+        per_example = example_losses(logits, labels, self.kind)
         return _reduce(_per_unit(per_example, weights), self.reduction)
 
 
@@ -71,12 +83,11 @@ class AlignedExampleLoss(nn.Module):
     the whole contribution of a unit.
     """
 
-    def __init__(self, domain: int, weight: float, labelled: bool,
+    def __init__(self, domain: int, weight: float, labelled: bool, kind: str = "softmax",
                  reduction: str = "mean") -> None:
         super().__init__()
         self.domain, self.weight, self.labelled = domain, weight, labelled
-        self.reduction = reduction
-        self._recommendation = ExampleLoss("none")
+        self.kind, self.reduction = kind, reduction
 
     def forward(self, outputs: tuple[torch.Tensor, torch.Tensor], labels: torch.Tensor,
                 weights: torch.Tensor | None = None) -> torch.Tensor:
@@ -88,7 +99,7 @@ class AlignedExampleLoss(nn.Module):
             domain_logits.shape[:-1])
         per_example = self.weight * adversarial.mean(-1)
         if self.labelled:
-            per_example = per_example + self._recommendation(logits, labels)
+            per_example = per_example + example_losses(logits, labels, self.kind)
         return _reduce(_per_unit(per_example, weights), self.reduction)
 
 
@@ -183,10 +194,10 @@ def _unit_loader(units: int, batch_size: int, generator: torch.Generator) -> Dat
                       shuffle=True, generator=generator)
 
 
-def _criterion(alignment: Alignment | None) -> nn.Module:
+def _criterion(alignment: Alignment | None, kind: str) -> nn.Module:
     if alignment is None:
-        return ExampleLoss()
-    return AlignedExampleLoss(alignment.domain, alignment.weight, alignment.labelled)
+        return ExampleLoss(kind)
+    return AlignedExampleLoss(alignment.domain, alignment.weight, alignment.labelled, kind)
 
 
 def make_private(model: nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader,
@@ -233,7 +244,7 @@ def train_local(model: nn.Module, dataset: SceneDataset, negatives: int,
     params = [p for p in work.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=training.learning_rate, momentum=training.momentum)
     loader = _unit_loader(units, training.batch_size, randomness.sampling)
-    criterion = _criterion(alignment)
+    criterion = _criterion(alignment, training.loss)
     labelled = alignment is None or alignment.labelled
     anchor = (_Anchor(work, alignment.anchored, alignment.anchored_steps) if alignment
               else _Anchor(work, (), 0.0))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from importlib import resources
 from pathlib import Path
 
 from rich.console import Console
@@ -18,10 +19,16 @@ from fedscene.simulations.deploy import DEFAULT_PORT
 console = Console() if sys.stdout.isatty() else Console(width=120)
 
 
+def default_config_path() -> Path:
+    """The main job's config, packaged: what `fedscene simulate` runs without one."""
+    return Path(str(resources.files("fedscene.simulations") / "configs" / "default.toml"))
+
+
 def _simulate(args: argparse.Namespace) -> int:
+    from fedscene.simulations.report import HTML_REPORT, REPORT
     from fedscene.simulations.runner import run_experiment
 
-    config = load_config(args.config, args.set)
+    config = load_config(args.config or default_config_path(), args.set)
     out = Path(args.out)
 
     def progress(text: str) -> None:
@@ -29,7 +36,8 @@ def _simulate(args: argparse.Namespace) -> int:
 
     run_experiment(config, out, overwrite=args.overwrite, progress=progress,
                    verbose=args.verbose)
-    console.print(f"[bold green]done[/]: read {out / 'report.md'}")
+    console.print(f"[bold green]done[/]: read {out / REPORT} (or open {out / HTML_REPORT} "
+                  f"in a browser)")
     return 0
 
 
@@ -134,7 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     simulate = commands.add_parser(
         "simulate", help="multi-scene simulation (embedded Online Retail slice by default)")
-    simulate.add_argument("config", nargs="?", help="TOML config; omit for the defaults")
+    simulate.add_argument("config", nargs="?",
+                          help="TOML config; omit for the main job (configs/default.toml)")
     simulate.add_argument("--out", default="fedscene-run", help="run directory to write")
     simulate.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                           help="override a config value, e.g. federation.rounds=3")

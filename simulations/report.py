@@ -14,9 +14,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from fedscene.common.metrics import PRIMARY  # noqa: E402
+from fedscene.simulations.html_report import write_html  # noqa: E402
 from fedscene.simulations.results import json_safe  # noqa: E402
+from fedscene.simulations.verdict import verdict_lines  # noqa: E402
 
 TABLE_METRICS = (PRIMARY, "hr@10", "full-ndcg@10", "full-recall@20")
+REPORT = "report.md"
+HTML_REPORT = "report.html"
+AUDIT_REPORT = "audit.md"
 
 
 def _save(fig, out_dir: Path, stem: str, metric: str) -> str:
@@ -41,8 +46,9 @@ def write_outputs(out_dir: Path, results: dict[str, Any], round_rows: list[dict[
     if results["config"]["simulation"]["privacy_sweep"]:
         plots.append(_plot_privacy_utility(out_dir, results, PRIMARY))
     if results.get("transfer"):
-        plots.append(_plot_adaptation(out_dir, results["transfer"], "hr@10"))
-    (out_dir / "report.md").write_text(render_report(results, plots))
+        plots.append(_plot_adaptation(out_dir, results["transfer"], PRIMARY))
+    (out_dir / REPORT).write_text(render_report(results, plots))
+    write_html(out_dir / REPORT, out_dir / HTML_REPORT, f"fedscene run {results['run_id']}")
 
 
 def _plot_rounds(out_dir: Path, rounds: pd.DataFrame, metric: str) -> str:
@@ -150,7 +156,7 @@ def _separability_lines(separability: dict[str, Any]) -> list[str]:
 
 
 def _transfer_lines(transfer: dict[str, Any], flagged: list[dict[str, Any]]) -> list[str]:
-    lines = ["", "## Transfer to held-out scenes (HR@10)", "",
+    lines = ["", f"## Transfer to held-out scenes ({PRIMARY})", "",
              "Each cell: mean [95% interval]; gain over local-only with the same k, paired over "
              "the target's test users. Negative transfer: a gain interval below zero."]
     for target, info in transfer.items():
@@ -164,16 +170,49 @@ def _transfer_lines(transfer: dict[str, Any], flagged: list[dict[str, Any]]) -> 
                 if arm not in entry["metrics"]:
                     cells.append("-")
                     continue
-                cell = _cell(entry["metrics"], arm, "hr@10")
+                cell = _cell(entry["metrics"], arm, PRIMARY)
                 if arm in entry["gain"]:
-                    g = entry["gain"][arm]["hr@10"]
-                    cell += (f"<br>gain {g['mean']:+.3f} [{g['low']:+.3f}, {g['high']:+.3f}] "
+                    g = entry["gain"][arm][PRIMARY]
+                    cell += (f"; gain {g['mean']:+.3f} [{g['low']:+.3f}, {g['high']:+.3f}] "
                              f"{g['verdict']}")
                 cells.append(cell)
             lines.append(f"| {k} | " + " | ".join(cells) + " |")
+        lines += _efficiency_lines(info)
     lines += ["", "Negative transfer: " + ("; ".join(
         f"{f['target']} k={f['k']} {f['arm']} ({f['mean']:+.3f})" for f in flagged)
         if flagged else "none flagged.")]
+    return lines
+
+
+def _efficiency_lines(info: dict[str, Any]) -> list[str]:
+    """Label efficiency: per arm, the smallest k not clearly below local-only with all."""
+    efficiency = info.get("label_efficiency")
+    if not efficiency:
+        return []
+    lines = ["", f"Label efficiency: the smallest k at which an arm is not clearly below "
+                 f"local-only trained on all {info['interactions']} interactions (paired "
+                 f"difference, 95% interval).", "", "| arm | smallest k | difference |",
+             "|---|---|---|"]
+    for arm, entry in efficiency.items():
+        if entry["k"] is None:
+            lines.append(f"| {arm} | not reached | - |")
+            continue
+        g = entry["gain"]
+        lines.append(f"| {arm} | {entry['k']} | {g['mean']:+.3f} [{g['low']:+.3f}, "
+                     f"{g['high']:+.3f}] |")
+    return lines
+
+
+def _audit_lines(audit: dict[str, Any] | None) -> list[str]:
+    if audit is None:
+        return []
+    lines = ["", "## Privacy audit", "",
+             f"`fedscene audit` over the {audit['ledgers']} ledgers this run wrote: "
+             f"**{'PASSED' if audit['passed'] else 'FAILED'}** (" + ", ".join(
+                 f"{name}: {count}" for name, count in sorted(audit["verdicts"].items()))
+             + f"). Each ledger's epsilon is recomputed from its mechanism records alone; "
+               f"the table is in `{audit['report']}`."]
+    lines += [f"- {finding}" for finding in audit["findings"]]
     return lines
 
 
@@ -227,7 +266,14 @@ def render_report(results: dict[str, Any], plots: list[str]) -> str:
     lines = [
         f"# fedscene run {results['run_id']}",
         "",
-        f"Data: `{config['data']['source']}`; {len(scenes)} scenes; "
+        "## Verdict",
+        "",
+        *verdict_lines(results),
+        "",
+        "## Setting",
+        "",
+        f"Data: `{config['data']['source']}` ({config['data']['scene_by']} scenes); "
+        f"{len(scenes)} scenes; "
         f"{config['federation']['rounds']} rounds; privacy "
         + (f"on (epsilon {config['privacy']['epsilon']} per scene unless set, "
            f"clip {config['privacy']['max_grad_norm']})" if config["privacy"]["enabled"]
@@ -306,6 +352,7 @@ def render_report(results: dict[str, Any], plots: list[str]) -> str:
         flat = [p for values in v["privacy"].values() for p in values]
         lines.append(f"| {arm} | {_epsilon(flat) if flat else 'not federated, no DP'} | "
                      f"{', '.join(v['budget_exhausted']) or '-'} | {len(v['failures'])} |")
+    lines += _audit_lines(results.get("audit"))
     failures = [f | {"arm": arm} for arm, v in results["arms"].items() for f in v["failures"]]
     if failures:
         lines += ["", "## Failures", "",

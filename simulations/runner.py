@@ -12,9 +12,11 @@ Output directory layout:
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,15 +29,18 @@ from fedscene.client.privacy import PrivacyAccount
 from fedscene.common.config import ExperimentConfig
 from fedscene.common.data import SceneDataset, build_scene, load_raw_dataset, resolve_scenes
 from fedscene.common.errors import FedsceneError
+from fedscene.common.ledger import LEDGER_FILE
 from fedscene.common.metrics import METRICS, PRIMARY
 from fedscene.common.protocol import scene_dirname
 from fedscene.server.federation import checkpoint_path
 from fedscene.server.strategy import ReplyObserver
+from fedscene.simulations.audit import audit, find_ledgers
+from fedscene.simulations.audit_report import write_report as write_audit_report
 from fedscene.simulations.baselines import run_baselines
 from fedscene.simulations.centralized import run_centralized
 from fedscene.simulations.domain_probe import domain_separability
 from fedscene.simulations.engine import run_arm
-from fedscene.simulations.report import write_outputs
+from fedscene.simulations.report import AUDIT_REPORT, write_outputs
 from fedscene.simulations.results import (
     PerUser,
     average_seeds,
@@ -101,10 +106,21 @@ def _round_rows(arm_dir: Path, scenes: list[str]) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: (r["round"], r["scene"]))
 
 
-def build_datasets(config: ExperimentConfig
-                   ) -> tuple[ExperimentConfig, list[SceneDataset], list[SceneDataset]]:
-    """Resolve scenes, fix the federated ones in the config (so nodes map to scenes) and
-    build them; transfer targets are built too but kept out of federation."""
+@dataclass(frozen=True)
+class RunData:
+    """The run's scenes: the config with its federated scenes fixed (so nodes map to
+    scenes), their datasets, the held-out transfer targets', and how many of these scenes
+    each shopper buys in (`shopper_scenes`: scene count -> shoppers)."""
+
+    config: ExperimentConfig
+    federated: list[SceneDataset]
+    targets: list[SceneDataset]
+    shopper_scenes: dict[int, int]
+
+
+def build_datasets(config: ExperimentConfig) -> RunData:
+    """Resolve scenes and build them; transfer targets are built too but kept out of
+    federation."""
     raw = load_raw_dataset(config.data)
     targets = config.transfer.targets
     everything = resolve_scenes(raw, config.data.model_copy(
@@ -121,7 +137,10 @@ def build_datasets(config: ExperimentConfig
     config = config.model_copy(update={"data": config.data.model_copy(
         update={"scenes": federated})})
     build = [build_scene(raw, s, config.data, config.model) for s in federated + targets]
-    return config, build[:len(federated)], build[len(federated):]
+    chosen = raw.interactions[raw.interactions["scene"].isin(federated + targets)]
+    counts = chosen.groupby("user")["scene"].nunique().value_counts().sort_index()
+    return RunData(config, build[:len(federated)], build[len(federated):],
+                   {int(n): int(users) for n, users in counts.items()})
 
 
 @dataclass(frozen=True)
@@ -273,7 +292,8 @@ def run_experiment(config: ExperimentConfig, out_dir: Path, *, overwrite: bool =
     run_id = uuid.uuid4().hex[:12]
     _write_run(out_dir, run_id, "running", config)
     started = time.time()
-    config, datasets, targets = build_datasets(config)
+    data = build_datasets(config)
+    config, datasets, targets = data.config, data.federated, data.targets
     _write_run(out_dir, run_id, "running", config)
     plans = plan_arms(config)
     progress(f"run {run_id}: {len(datasets)} scenes ({', '.join(config.data.scenes)}), "
@@ -305,19 +325,39 @@ def run_experiment(config: ExperimentConfig, out_dir: Path, *, overwrite: bool =
     if targets:
         transfer = run_transfer(config, targets, out_dir, _transfer_inits(config, plans,
                                                                           out_dir), progress)
+    progress("auditing every privacy ledger the run wrote ...")
+    ledgers = audit_run(out_dir)
     results = {
         "run_id": run_id, "config": json.loads(config.to_json()),
         "scenes": [_scene_summary(d) for d in datasets],
+        "shopper_scenes": data.shopper_scenes,
         "arms": arms, "baselines": baselines, "primary_metric": PRIMARY,
         "domain_separability": separability,
         "transfer": transfer,
         "negative_transfer": negative_transfer(transfer) if transfer else [],
+        "audit": ledgers,
         "timings": {"total_s": time.time() - started,
                     "per_arm_s": {a: v["wall_s"] for a, v in arms.items()}},
     }
     write_outputs(out_dir, results, round_rows)
     _write_run(out_dir, run_id, "complete", config)
     return results
+
+
+def audit_run(out_dir: Path) -> dict[str, Any] | None:
+    """Audit every ledger under the run directory (`fedscene audit`'s checks), write
+    `audit.md` beside the report, and return the verdicts for results.json (None when the
+    run wrote no ledger: no arm trained on a scene's data)."""
+    if not any(out_dir.rglob(LEDGER_FILE)):
+        return None
+    paths = find_ledgers([out_dir])
+    audited = audit(paths, jobs=min(len(paths), os.cpu_count() or 1))
+    write_audit_report(audited, out_dir / AUDIT_REPORT)
+    return {"passed": all(a.passed for a in audited), "ledgers": len(audited),
+            "verdicts": dict(Counter(a.verdict for a in audited)),
+            "findings": [f"{Path(a.ledger).relative_to(out_dir)}: {reason}"
+                         for a in audited for reason in a.reasons],
+            "report": AUDIT_REPORT}
 
 
 def _transfer_inits(config: ExperimentConfig, plans: list[ArmPlan], out_dir: Path

@@ -16,7 +16,9 @@ target's full test set:
 - `zeroshot` (k = 0 only): no training; the shared model as it is when it includes a head,
   else the federated encoder's user-item similarity.
 
-A gain whose interval lies below zero is reported as negative transfer.
+A gain whose interval lies below zero is reported as negative transfer. Label efficiency
+compares every (arm, k) with local-only trained on all of the target's data, paired over
+the same test users: the smallest k at which an arm is no longer clearly worse than that.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from fedscene.common.config import ExperimentConfig
 from fedscene.common.data import SceneDataset
 from fedscene.common.errors import FedsceneError
 from fedscene.common.evaluation import encoder_scorer, evaluate_users, model_scorer
+from fedscene.common.metrics import PRIMARY
 from fedscene.common.model import ENCODER, HEAD, LOCAL_IDS, SceneModel
 from fedscene.common.privacy_units import unit_of
 from fedscene.common.protocol import scene_dirname
@@ -160,6 +163,7 @@ def run_transfer(config: ExperimentConfig, targets: list[SceneDataset], out_dir:
     results: dict[str, Any] = {}
     for target in targets:
         per_k: dict[str, Any] = {}
+        users_at: dict[str, dict[str, PerUser]] = {}
         for k in shots_for(config, target):
             if k == 0:  # nothing to train on: the untrained baseline and zero-shot scoring
                 arms = [a for a in config.transfer.arms if a in ("local", "zeroshot")]
@@ -184,13 +188,38 @@ def run_transfer(config: ExperimentConfig, targets: list[SceneDataset], out_dir:
                 if arm != "local" and "local" in per_arm:
                     entry["gain"][arm] = gain(values, per_arm["local"], samples, 0)
             per_k[str(k)] = entry
+            users_at[str(k)] = per_arm
             progress(f"transfer {target.scene} k={k}: " + ", ".join(
-                f"{a} {table[a]['hr@10']['mean']:.3f}" for a in per_arm))
-        results[target.scene] = {"interactions": target.n_train, "shots": per_k}
+                f"{a} {table[a][PRIMARY]['mean']:.3f}" for a in per_arm))
+        results[target.scene] = {"interactions": target.n_train, "shots": per_k,
+                                 "label_efficiency": label_efficiency(users_at, samples)}
     return results
 
 
-def negative_transfer(results: dict[str, Any], metric: str = "hr@10") -> list[dict[str, Any]]:
+def label_efficiency(users_at: dict[str, dict[str, PerUser]], samples: int
+                     ) -> dict[str, Any]:
+    """Per arm (local included): the smallest k whose PRIMARY metric is not clearly below
+    local-only with all of the target's data (the paired gain's interval reaches zero),
+    with that gain; k is None when no k reaches it. `users_at[k][arm]` are per-user values.
+    Empty when local did not run with all the data."""
+    reference = users_at.get("all", {}).get("local")
+    if reference is None:
+        return {}
+    out: dict[str, Any] = {}
+    arms = dict.fromkeys(a for per_arm in users_at.values() for a in per_arm)
+    for arm in arms:
+        out[arm] = {"k": None, "gain": None}
+        for k, per_arm in users_at.items():
+            if arm not in per_arm:
+                continue
+            compared = gain(per_arm[arm], reference, samples, 0)[PRIMARY]
+            if compared["verdict"] != "loss":
+                out[arm] = {"k": k, "gain": compared}
+                break
+    return out
+
+
+def negative_transfer(results: dict[str, Any], metric: str = PRIMARY) -> list[dict[str, Any]]:
     """Every (target, k, arm) whose gain interval lies below zero."""
     flagged = []
     for target, info in results.items():

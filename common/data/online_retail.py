@@ -1,7 +1,10 @@
 """Adapter for the UCI Online Retail dataset (Chen, Sain & Guo 2012, CC BY 4.0).
 
-Countries are scenes, customers are users, stock codes are items and product descriptions
-are the item text. Cancellations, rows without a customer, non-positive quantities and
+Customers are users, stock codes are items and product descriptions are the item text.
+Scenes are countries (`scene_by="country"`, the platforms) or category malls
+(`scene_by="category"`): the product family each title belongs to (`families.py`), with
+purchases of products no family claims left out. Each item's family is also its public
+category feature, in both cases. Cancellations, rows without a customer, non-positive quantities and
 non-product lines (postage, carriage, manual entries, discounts, fees...) are dropped:
 real product codes are five digits with an optional letter suffix.
 """
@@ -13,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from fedscene.common.data.contract import RawDataset, parse_times, read_table
+from fedscene.common.data.families import product_family
 from fedscene.common.errors import DataError
 
 COLUMNS = ("InvoiceNo", "StockCode", "Description", "Quantity", "InvoiceDate", "UnitPrice",
@@ -20,8 +24,9 @@ COLUMNS = ("InvoiceNo", "StockCode", "Description", "Quantity", "InvoiceDate", "
 PRODUCT_CODE = r"^\d{5}[A-Za-z]?$"
 
 
-def load_online_retail(path: str | Path) -> RawDataset:
-    """Read an Online Retail CSV(.gz) and return clean interactions and items."""
+def load_online_retail(path: str | Path, scene_by: str = "country") -> RawDataset:
+    """Read an Online Retail CSV(.gz) and return clean interactions and items, with
+    countries (`scene_by="country"`) or product families (`"category"`) as scenes."""
     origin = str(path)
     frame = read_table(path, "Online Retail")
     missing = [column for column in COLUMNS if column not in frame.columns]
@@ -58,6 +63,14 @@ def load_online_retail(path: str | Path) -> RawDataset:
         text=("text", lambda texts: texts.value_counts().index[0]),
         price=("price", "median"),
     ).reset_index()
-    items["category"] = ""
+    family = items["text"].map(product_family)
+    items["category"] = family.fillna("").to_numpy()
+    if scene_by == "category":
+        mall = interactions["item"].map(dict(zip(items["item"], family, strict=True)))
+        interactions = interactions.assign(scene=mall.to_numpy()).loc[mall.notna().to_numpy()]
+        interactions = interactions.reset_index(drop=True)
+        if interactions.empty:
+            raise DataError(f"{origin}: no purchase of a product any family claims; use "
+                            f"data.scene_by = \"country\"")
     return RawDataset(interactions=interactions,
                       items=items[["item", "text", "category", "price"]], origin=origin)

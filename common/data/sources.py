@@ -21,17 +21,17 @@ from fedscene.common.errors import DataError
 def embedded_path() -> Path:
     """The packaged Online Retail slice (CC BY 4.0, see embedded/ATTRIBUTION.txt)."""
     return Path(str(resources.files("fedscene.common.data") / "embedded"
-                    / "online_retail_slice.csv.gz"))
+                    / "online_retail_malls.csv.gz"))
 
 
 def load_raw_dataset(config: DataConfig) -> RawDataset:
     """Read and validate the configured source into canonical tables."""
     if config.source == "embedded":
-        return load_online_retail(embedded_path())
+        return load_online_retail(embedded_path(), config.scene_by)
     if config.source == "online_retail":
         if not config.path:
             raise DataError("data.path: empty; give the Online Retail CSV or CSV.gz file")
-        return load_online_retail(config.path)
+        return load_online_retail(config.path, config.scene_by)
     if config.source == "synthetic":
         return generate_synthetic(config.synthetic)
     interactions = validate_interactions(read_table(config.path, "interactions"),

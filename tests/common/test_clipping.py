@@ -28,7 +28,7 @@ UNITS = {"example": ExampleUnit(), "shopper": ShopperUnit(max_examples=6)}
 
 def _criterion(domains: int, labelled: bool, reduction: str):
     if not domains:
-        return ExampleLoss(reduction)
+        return ExampleLoss(reduction=reduction)
     return AlignedExampleLoss(domain=1, weight=0.5, labelled=labelled, reduction=reduction)
 
 

@@ -7,6 +7,8 @@ import pytest
 
 from fedscene.common.config import DataConfig, ModelConfig
 from fedscene.common.data import build_scene, load_raw_dataset, resolve_scenes
+from fedscene.common.data.families import FAMILIES, product_family
+from fedscene.common.data.families import FAMILIES, product_family
 from fedscene.common.data.online_retail import load_online_retail
 from fedscene.common.errors import DataError
 from fedscene.common.privacy_units import ShopperUnit, shopper_rows
@@ -15,14 +17,42 @@ from tests.conftest import synthetic_data
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "online_retail"
 
 
-def test_embedded_default_loads_seven_countries():
+def test_embedded_default_loads_seven_category_malls():
     data = DataConfig()
     raw = load_raw_dataset(data)
     scenes = resolve_scenes(raw, data)
-    assert set(scenes) == {"United Kingdom", "Germany", "France", "Spain", "Belgium",
-                           "Switzerland", "Portugal"}
+    assert set(scenes) == {name for name, _ in FAMILIES}
     # Non-product codes are gone: every stock code is five digits and an optional letter.
     assert raw.interactions["item"].str.fullmatch(r"\d{5}[A-Z]?").all()
+    # A mall sells one family: every purchase in it is of an item whose title is that family.
+    family = dict(zip(raw.items["item"], raw.items["text"].map(product_family), strict=True))
+    assert (raw.interactions["item"].map(family) == raw.interactions["scene"]).all()
+    # Shoppers appear in several malls.
+    assert raw.interactions.groupby("user")["scene"].nunique().max() == len(FAMILIES)
+
+
+def test_country_scenes_keep_every_purchase_and_families_as_categories():
+    by_country = load_raw_dataset(DataConfig(scene_by="country"))
+    by_mall = load_raw_dataset(DataConfig())
+    assert {"United Kingdom", "Germany", "France"} <= set(by_country.interactions["scene"])
+    unclaimed = by_country.items["category"] == ""
+    assert 0 < unclaimed.sum() < len(by_country.items)  # some titles belong to no family
+    assert len(by_mall.interactions) == (~by_country.interactions["item"].isin(
+        by_country.items.loc[unclaimed, "item"])).sum()
+
+
+@pytest.mark.parametrize(("title", "family"), [
+    ("JUMBO BAG VINTAGE CHRISTMAS", "christmas"),  # the first family in priority order
+    ("LUNCH BAG RED RETROSPOT", "bags"),
+    ("WHITE HANGING HEART T-LIGHT HOLDER", "lighting"),
+    ("SET OF 3 CAKE TINS PANTRY DESIGN", "kitchen"),
+    ("PACK OF 72 RETROSPOT CAKE CASES", "kitchen"),  # "CASE " needs a word end, not CASES
+    ("ROUND SNACK BOXES SET OF4 WOODLAND", "home"),
+    ("spaceboy birthday card", "stationery"),  # case does not matter
+    ("PENDANT SHELL NECKLACE", None),  # "PEN " does not claim PENDANT
+])
+def test_product_family_rule(title, family):
+    assert product_family(title) == family
 
 
 @pytest.mark.skipif(not (SHARED / "online_retail_ci_sample.csv").exists(), reason="no shared/")
@@ -48,18 +78,18 @@ def test_temporal_split_never_trains_on_later_than_test(small_scene):
 
 
 @pytest.fixture(scope="module")
-def germany():
+def christmas():
     data = DataConfig()
-    return build_scene(load_raw_dataset(data), "Germany", data, ModelConfig())
+    return build_scene(load_raw_dataset(data), "christmas", data, ModelConfig())
 
 
-def test_no_basket_spans_train_and_test(germany):
+def test_no_basket_spans_train_and_test(christmas):
     """Online Retail baskets are invoices (one timestamp): a test shopper's held-out basket
     is later than all their training, and none of its timestamps appears in training."""
-    assert len(germany.test_item) > 2 * len(np.unique(germany.test_user))  # whole baskets
-    for user in np.unique(germany.test_user):
-        train_times = germany.train_time[germany.train_user == user]
-        test_times = germany.test_time[germany.test_user == user]
+    assert len(christmas.test_item) > 2 * len(np.unique(christmas.test_user))  # whole baskets
+    for user in np.unique(christmas.test_user):
+        train_times = christmas.train_time[christmas.train_user == user]
+        test_times = christmas.test_time[christmas.test_user == user]
         assert len(np.unique(test_times)) == 1  # one basket (data.test_baskets = 1)
         assert train_times.max() < test_times.min()
         assert not set(train_times.tolist()) & set(test_times.tolist())
@@ -68,15 +98,15 @@ def test_no_basket_spans_train_and_test(germany):
 def test_session_gap_joins_nearby_invoices_into_one_basket():
     data = DataConfig()
     raw = load_raw_dataset(data)
-    invoices = build_scene(raw, "Germany", data, ModelConfig())
-    sessions = build_scene(raw, "Germany", data.model_copy(
+    invoices = build_scene(raw, "christmas", data, ModelConfig())
+    sessions = build_scene(raw, "christmas", data.model_copy(
         update={"session_gap_minutes": 60 * 24 * 30}), ModelConfig())
     assert len(sessions.test_item) > len(invoices.test_item)  # a month of invoices is one
 
 
 def test_held_out_shoppers_are_not_in_training():
     data = DataConfig(split="shoppers", test_shoppers=0.3)
-    scene = build_scene(load_raw_dataset(data), "Germany", data, ModelConfig())
+    scene = build_scene(load_raw_dataset(data), "christmas", data, ModelConfig())
     held = set(np.unique(scene.test_user).tolist())
     assert held and not held & set(scene.train_user.tolist())
     # Their earlier baskets are the context a test example sees, and are excluded from
@@ -109,17 +139,17 @@ def test_histories_only_hold_earlier_items(small_scene):
     assert not (scene.train_history == scene.train_item[:, None]).any()
 
 
-def test_training_histories_hold_only_earlier_baskets(germany):
+def test_training_histories_hold_only_earlier_baskets(christmas):
     """A training example's history is what the shopper bought before its basket: never the
     rest of the same basket (a test example never sees that either)."""
     by_user_time = {}
-    for user, item, when in zip(germany.train_user, germany.train_item, germany.train_time,
+    for user, item, when in zip(christmas.train_user, christmas.train_item, christmas.train_time,
                                 strict=True):
         by_user_time[(int(user), int(item))] = when
     checked = 0
-    for row in range(0, germany.n_train, 7):
-        user, when = int(germany.train_user[row]), germany.train_time[row]
-        for item in germany.train_history[row]:
+    for row in range(0, christmas.n_train, 7):
+        user, when = int(christmas.train_user[row]), christmas.train_time[row]
+        for item in christmas.train_history[row]:
             if item == -1:
                 continue
             assert by_user_time[(user, int(item))] < when

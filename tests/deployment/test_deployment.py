@@ -17,7 +17,7 @@ from fedscene.simulations.loopback import LoopbackFederation, embedded_partners
 
 pytestmark = pytest.mark.deployment
 REPO = Path(__file__).resolve().parents[2]
-COUNTRIES = {"p1": "Spain", "p2": "Belgium", "p3": "Portugal"}
+COUNTRIES = {"p1": "Germany", "p2": "France", "p3": "Spain"}
 
 
 @pytest.fixture()
@@ -68,7 +68,8 @@ def test_campaign_with_dp_restart_and_audit(federation):
     root = federation.root
     config = root / "run.toml"
     config.write_text(
-        '[data]\nsource = "online_retail"\nscenes = ["Spain", "Belgium", "Portugal"]\n'
+        '[data]\nsource = "online_retail"\nscene_by = "country"\n'
+        'scenes = ["Germany", "France", "Spain"]\n'
         "[federation]\nrounds = 3\nround_timeout_s = 90\n[privacy]\nepsilon = 6.0\n"
         "[simulation]\nbootstrap_samples = 100\n")
     nodes = {name: federation.start_partner(name) for name in COUNTRIES}

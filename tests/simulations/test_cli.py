@@ -13,7 +13,7 @@ def test_help_runs_from_the_console_script():
 def test_data_check_on_embedded_default(capsys):
     assert main(["data", "check"]) == 0
     out = capsys.readouterr().out
-    assert "7 scenes pass the data contract" in out and "Portugal" in out
+    assert "7 scenes pass the data contract" in out and "christmas" in out
 
 
 def test_bad_input_exits_non_zero_with_one_line(capsys, tmp_path):

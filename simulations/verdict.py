@@ -1,0 +1,150 @@
+"""The verdict that opens a run's report: a few lines written from the run's numbers.
+
+It answers the three questions a user brings to a run: did federation help (per scene,
+with paired intervals), how did a new scene start and how many labels did transfer save,
+and what did it cost in privacy and does the audit pass.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from fedscene.common.metrics import PRIMARY
+
+
+def _interval(g: dict[str, Any]) -> str:
+    return f"{g['mean']:+.3f} [{g['low']:+.3f}, {g['high']:+.3f}]"
+
+
+def _listed(gains: dict[str, dict[str, Any]]) -> str:
+    return ", ".join(f"{scene} {_interval(g)}" for scene, g in gains.items())
+
+
+def best_federated_arm(arms: dict[str, Any]) -> str | None:
+    """The arm with a gain over `local` and the highest PRIMARY mean over scenes."""
+    candidates = {name: v["summary"][PRIMARY]["mean_over_scenes"]
+                  for name, v in arms.items() if v.get("gain_over_local")}
+    return max(candidates, key=candidates.get) if candidates else None
+
+
+def federation_line(arms: dict[str, Any]) -> str | None:
+    arm = best_federated_arm(arms)
+    if arm is None:
+        return None
+    per_scene = {scene: g[PRIMARY] for scene, g in arms[arm]["gain_over_local"].items()}
+    helped = {s: g for s, g in per_scene.items() if g["verdict"] == "gain"}
+    hurt = {s: g for s, g in per_scene.items() if g["verdict"] == "loss"}
+    unclear = [s for s in per_scene if s not in helped and s not in hurt]
+    base = arms[arm]["gain_baseline"]
+    line = (f"**Did federation help?** `{arm}` against `{base}` ({PRIMARY}, paired 95% "
+            f"intervals over each scene's test shoppers): helped in {len(helped)} of "
+            f"{len(per_scene)} scenes" + (f" ({_listed(helped)})" if helped else ""))
+    line += f", hurt in {len(hurt)}" + (f" ({_listed(hurt)})" if hurt else "")
+    line += (f", no clear difference in {len(unclear)}" + (f" ({', '.join(unclear)})"
+                                                          if unclear else "") + ". ")
+    line += (f"Mean over scenes {arms[arm]['summary'][PRIMARY]['mean_over_scenes']:.3f} "
+             f"against {arms[base]['summary'][PRIMARY]['mean_over_scenes']:.3f}.")
+    return line
+
+
+def baseline_line(arms: dict[str, Any], baselines: dict[str, Any]) -> str | None:
+    """The best learned arm against the strongest baseline on the same test rows."""
+    if not arms or not baselines:
+        return None
+    arm = max(arms, key=lambda a: arms[a]["summary"][PRIMARY]["mean_over_scenes"])
+    strongest = max(baselines, key=lambda b: baselines[b]["summary"][PRIMARY]["mean_over_scenes"])
+    per_scene = arms[arm].get("gain_over_baselines", {}).get(strongest, {})
+    won = sum(g[PRIMARY]["verdict"] == "gain" for g in per_scene.values())
+    lost = sum(g[PRIMARY]["verdict"] == "loss" for g in per_scene.values())
+    ours = arms[arm]["summary"][PRIMARY]["mean_over_scenes"]
+    theirs = baselines[strongest]["summary"][PRIMARY]["mean_over_scenes"]
+    return (f"**Against the baselines:** the best learned arm, `{arm}`, scores {ours:.3f}; "
+            f"the strongest baseline, `{strongest}`, {theirs:.3f} ({ours - theirs:+.3f}; a "
+            f"clear gain in {won} and a clear loss in {lost} of {len(per_scene)} scenes).")
+
+
+def _reached(entry: dict[str, Any]) -> str:
+    return f"k = {entry['k']} ({_interval(entry['gain'])} against it)"
+
+
+def transfer_lines(transfer: dict[str, Any] | None) -> list[str]:
+    lines = []
+    for target, info in (transfer or {}).items():
+        shots = info["shots"]
+        start = shots.get("0", {}).get("metrics", {})
+        line = f"**How did the new scene `{target}` start?** ({info['interactions']} labelled "
+        line += "training interactions in all.) "
+        if "zeroshot" in start and "local" in start:
+            gain = shots["0"]["gain"]["zeroshot"][PRIMARY]
+            line += (f"With no labels the federated model scores "
+                     f"{start['zeroshot'][PRIMARY]['mean']:.3f} against "
+                     f"{start['local'][PRIMARY]['mean']:.3f} for a fresh model "
+                     f"({_interval(gain)}, {gain['verdict']}). ")
+        efficiency = info.get("label_efficiency", {})
+        if "all" in shots and "local" in shots["all"]["metrics"] and efficiency:
+            local_all = shots["all"]["metrics"]["local"][PRIMARY]["mean"]
+            line += f"Local-only with all its data reaches {local_all:.3f}; "
+            local_k = efficiency.get("local", {}).get("k")
+            reached = {a: e for a, e in efficiency.items() if a != "local" and e["k"] is not None}
+            if reached:
+                line += "; ".join(f"`{a}` is not clearly below it from {_reached(e)}"
+                                  for a, e in reached.items())
+                fewest = min(reached.values(), key=lambda e: _labels(e["k"], info))
+                if local_k is not None and _labels(fewest["k"], info) > 0:
+                    saved = _labels(local_k, info) / _labels(fewest["k"], info)
+                    line += (f", where local-only itself needs k = {local_k}: transfer needs "
+                             f"{saved:.0f}x fewer labels" if saved >= 1 else
+                             f", and local-only itself k = {local_k}: no labels saved")
+                line += "."
+            else:
+                line += "no transferred arm reaches it at any k tried."
+        lines.append(line)
+    return lines
+
+
+def _labels(k: str, info: dict[str, Any]) -> int:
+    return info["interactions"] if k == "all" else int(k)
+
+
+def privacy_line(arms: dict[str, Any], config: dict[str, Any],
+                 shopper_scenes: dict[int, int] | None) -> str | None:
+    privacy = config["privacy"]
+    if not privacy["enabled"]:
+        return "**Privacy:** off; nothing in this run is differentially private."
+    spent = [p.get("epsilon", 0.0) for v in arms.values()
+             for per_scene in v["privacy"].values() for p in per_scene]
+    finite = [e for e in spent if math.isfinite(e)]
+    worst = max(finite) if finite else 0.0
+    line = (f"**What did it cost in privacy?** {privacy['unit']}-level DP; the most any scene "
+            f"spent in one arm is epsilon {worst:.2f} of its budget {privacy['epsilon']:g}.")
+    if shopper_scenes:
+        many = {n: c for n, c in shopper_scenes.items() if int(n) > 1}
+        if many:
+            most = max(int(n) for n in many)
+            line += (f" {sum(many.values())} shoppers buy in more than one scene (up to "
+                     f"{most}): each scene protects them with its own budget, so against one "
+                     f"party that sees every scene's updates their guarantee is the sum, up to "
+                     f"epsilon {most * privacy['epsilon']:g}.")
+    return line
+
+
+def audit_line(audit: dict[str, Any] | None) -> str:
+    if audit is None:
+        return "**Audit:** no privacy ledger was written, nothing to audit."
+    verdicts = ", ".join(f"{name} {count}" for name, count in sorted(audit["verdicts"].items()))
+    if audit["passed"]:
+        return (f"**Audit:** all {audit['ledgers']} ledgers the run wrote PASS ({verdicts}); "
+                f"see `{audit['report']}`.")
+    return (f"**Audit: FAILED** for some of the {audit['ledgers']} ledgers ({verdicts}): "
+            + "; ".join(audit["findings"][:3]) + f"; see `{audit['report']}`.")
+
+
+def verdict_lines(results: dict[str, Any]) -> list[str]:
+    """The verdict as Markdown bullet lines, from a run's results dictionary."""
+    lines = [federation_line(results["arms"]),
+             baseline_line(results["arms"], results["baselines"]),
+             *transfer_lines(results.get("transfer")),
+             privacy_line(results["arms"], results["config"], results.get("shopper_scenes")),
+             audit_line(results.get("audit"))]
+    return [f"- {line}" for line in lines if line]
