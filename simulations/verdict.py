@@ -91,11 +91,16 @@ def transfer_lines(transfer: dict[str, Any] | None) -> list[str]:
                 line += "; ".join(f"`{a}` is not clearly below it from {_reached(e)}"
                                   for a, e in reached.items())
                 fewest = min(reached.values(), key=lambda e: _labels(e["k"], info))
-                if local_k is not None and _labels(fewest["k"], info) > 0:
+                if local_k is not None and _labels(local_k, info) == 0:
+                    line += (", but so is local-only with no labels at all (a fresh model "
+                             "ranks by content similarity): no labels to save")
+                elif local_k is not None and _labels(fewest["k"], info) > 0:
                     saved = _labels(local_k, info) / _labels(fewest["k"], info)
                     line += (f", where local-only itself needs k = {local_k}: transfer needs "
-                             f"{saved:.0f}x fewer labels" if saved >= 1 else
-                             f", and local-only itself k = {local_k}: no labels saved")
+                             f"{saved:.0f}x fewer labels" if saved > 1 else
+                             f"; local-only itself needs k = {local_k}: no labels saved")
+                elif _labels(fewest["k"], info) == 0:
+                    line += ": transfer needs no labels at all"
                 line += "."
             else:
                 line += "no transferred arm reaches it at any k tried."

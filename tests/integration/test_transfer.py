@@ -49,7 +49,7 @@ def test_shared_structure_transfers(tmp_path):
         assert hr["low"] > 0 and hr["verdict"] == "gain", (k, arm, hr)
     report = (tmp_path / "run" / "report.md").read_text()
     assert "Transfer to held-out scenes" in report
-    assert (tmp_path / "run" / "adaptation_hr10.png").exists()
+    assert (tmp_path / "run" / "adaptation_full-hr10.png").exists()
 
 
 def test_unrelated_scenes_claim_no_gain(tmp_path):
