@@ -268,6 +268,50 @@ class PrivacyAccount:
                                 f"must check would_exceed before training")
         return entry
 
+    def delta_for(self, units: int) -> float:
+        """The scene's delta: the plan's, else the budget's, else the default for `units`."""
+        if self.plan is not None:
+            return self.plan.delta
+        return self.privacy.budget_for(self.state.scene).delta or default_delta(units)
+
+    def room_for(self, mechanism: Mechanism, units: int) -> tuple[bool, float]:
+        """Whether one more `mechanism` fits under the current target (the campaign's, else
+        the lifetime budget) with room left for training, and the epsilon it reaches."""
+        budget = self.privacy.budget_for(self.state.scene)
+        target = self.plan.target_epsilon if self.plan else (
+            budget.campaign_epsilon or budget.epsilon)
+        after = epsilon(self.history + [mechanism], self.delta_for(units),
+                        self.privacy.accountant)
+        return after < target - SPENT_MARGIN, after
+
+    def record_counts(self, noise_multiplier: float, sensitivity: float, unit: PrivacyUnit,
+                      units: int, groups: dict[str, int], *, released: str,
+                      noise_source: str, run_id: str, round_: int, algorithm: str
+                      ) -> dict[str, Any]:
+        """Ledger one Gaussian release of counts with L2 `sensitivity` and noise standard
+        deviation `noise_multiplier` x `sensitivity`: as a mechanism it is one step of
+        DP-SGD's with every unit sampled, so it composes with training in the same history
+        and the audit recomputes it like any other entry. Call `room_for` first."""
+        budget = self.privacy.budget_for(self.state.scene)
+        delta = self.delta_for(units)
+        composed = self.history + [(noise_multiplier, 1.0, 1)]
+        spent = epsilon(composed, delta, self.privacy.accountant)
+        return self._append({
+            "kind": TRAINING, "run_id": run_id, "round": round_, "scene": self.state.scene,
+            "algorithm": algorithm, "campaign": self.plan.campaign if self.plan else 0,
+            "mechanism": "gaussian (bounded counts, released once)", "released": released,
+            "steps": 1, "sample_rate": 1.0, "sampling": "none: every unit counted",
+            "noise_multiplier": noise_multiplier, "max_grad_norm": sensitivity,
+            "noise_source": noise_source, "unit": unit.name,
+            "privacy_unit": unit.description, "neighbouring": unit.neighbouring,
+            "units": units, "group_sizes": groups, "delta": delta,
+            "budget_epsilon": budget.epsilon,
+            "campaign_epsilon": (self.plan.target_epsilon if self.plan
+                                 else budget.campaign_epsilon or budget.epsilon),
+            "accountant": self.privacy.accountant, "accountant_versions": accountant_versions(),
+            "epsilon": spent, "epsilon_rdp": epsilon(composed, delta, "rdp"),
+            "guarantee": meaning(spent, delta, groups), "time": time.time()})
+
     def record_without_dp(self, report: TrainReport, *, run_id: str, round_: int,
                           algorithm: str, extra: dict[str, Any]) -> dict[str, Any]:
         """Ledger a training call that ran without DP (privacy disabled): infinite epsilon,

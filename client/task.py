@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from fedscene.client.prior import set_prior
 from fedscene.client.privacy import BudgetSpent, PrivacyAccount
 from fedscene.client.state import SceneState, params_digest
 from fedscene.common.config import DataConfig, ExperimentConfig, ModelConfig
@@ -145,6 +146,11 @@ def train_round(state: SceneState, dataset: SceneDataset, request: RoundRequest
     rate, head_steps, steps = steps_per_round(config, algorithm, units, unlabelled)
     total = head_steps + steps
     account = PrivacyAccount(state, config.privacy)
+    model = restore_model(state, dataset, request)
+    randomness = noise_source(config.privacy.reproducible_noise, training_seed(request))
+    if not unlabelled:  # an unlabelled scene's purchases are not used, counts included
+        set_prior(model, dataset, config, account if config.privacy.enabled else None,
+                  randomness, run_id=request.run_id, round_=request.round)
     dp, epsilon_after = None, None
     if config.privacy.enabled:
         try:
@@ -156,13 +162,11 @@ def train_round(state: SceneState, dataset: SceneDataset, request: RoundRequest
             return TrainOutcome(BUDGET_EXHAUSTED, {}, {})
         dp = DPSettings(plan.noise_multiplier, plan.max_grad_norm,
                         config.privacy.grad_sample_mode)
-    model = restore_model(state, dataset, request)
     # Digest now: state_dict() tensors alias the parameters training will change.
     digest_in = params_digest(split_state(model.state_dict(), prefixes)[1])
     proximal = (Proximal({k: v.clone() for k, v in request.shared.items()},
                          config.federation.proximal_mu)
                 if config.federation.proximal_mu > 0 and request.shared else None)
-    randomness = noise_source(config.privacy.reproducible_noise, training_seed(request))
     negatives = config.data.train_negatives
     losses, ran = [], 0
     if head_steps:

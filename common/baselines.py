@@ -7,23 +7,21 @@
 - `cooccurrence_scorer`: item-item kNN (cosine of co-purchase counts over training
   shoppers), summed over the shopper's history, ties ordered by popularity. It reads raw
   interactions: a non-private reference, not something a private scene could release.
-- `dp_popularity`: item counts released once with the Gaussian mechanism under the scene's
-  privacy unit (a shopper adds at most `items_per_shopper` distinct items, so the L2
-  sensitivity is its square root; an example adds one) at a stated epsilon: the honest floor
-  for any private learned arm.
+- `dp_popularity`: recent item counts released once with the Gaussian mechanism under the
+  scene's privacy unit (`popularity.py`) at a stated epsilon: the honest floor for any
+  private learned arm.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import replace
 
 import numpy as np
 from scipy import sparse
 
-from fedscene.common.accounting import gaussian_sigma
 from fedscene.common.data.scene import PAD, SceneDataset
 from fedscene.common.evaluation import Scorer, catalogue_positions
-from fedscene.common.privacy_units import shopper_items
+from fedscene.common.popularity import DPCounts, bounded_counts, release_counts
 
 
 def _history_matrix(dataset: SceneDataset, rows: np.ndarray) -> sparse.csr_matrix:
@@ -110,35 +108,10 @@ def cooccurrence_scorer(dataset: SceneDataset) -> Scorer:
     return score
 
 
-@dataclass(frozen=True)
-class DPCounts:
-    """Item counts released with the Gaussian mechanism, and how."""
-
-    counts: np.ndarray
-    epsilon: float
-    delta: float
-    sensitivity: float
-    sigma: float
-    unit: str
-
-
 def dp_popularity(dataset: SceneDataset, unit: str, epsilon: float, delta: float,
-                  items_per_shopper: int, rng: np.random.Generator) -> DPCounts:
-    """Noisy item counts under `unit` ("shopper": each shopper adds 1 to at most
-    `items_per_shopper` of their distinct items, drawn at random; "example": each training
-    example adds 1 to its item). `rng` draws the contributions and the noise."""
-    position = catalogue_positions(dataset)
-    if unit == "shopper":
-        items: list[np.ndarray] = []
-        for own in shopper_items(dataset).values():
-            if len(own) > items_per_shopper:
-                own = rng.choice(own, items_per_shopper, replace=False)
-            items.append(own)
-        contributed = np.concatenate(items) if items else np.empty(0, np.int64)
-        sensitivity = float(np.sqrt(items_per_shopper))
-    else:
-        contributed, sensitivity = dataset.train_item, 1.0
-    counts = np.bincount(position[contributed], minlength=len(dataset.ranked_items))
-    sigma = gaussian_sigma(epsilon, delta, sensitivity)
-    noisy = counts + rng.normal(0.0, sigma, size=len(counts))
-    return DPCounts(noisy, epsilon, delta, sensitivity, sigma, unit)
+                  days: float, items_per_shopper: int, rng: np.random.Generator) -> DPCounts:
+    """Recent item counts over the scene's catalogue, released under `unit` at (epsilon,
+    delta) as `popularity` counts them; `rng` draws the contributions and the noise."""
+    counts, sensitivity = bounded_counts(dataset, unit, days, items_per_shopper, rng)
+    released = release_counts(counts, sensitivity, unit, epsilon, delta, rng)
+    return replace(released, counts=released.counts[dataset.ranked_items])

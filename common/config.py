@@ -108,6 +108,17 @@ class ModelConfig(_Strict):
     category_buckets: int = Field(64, ge=2)
     head_hidden: int = Field(32, ge=4)
     local_item_ids: bool = Field(True, description="head learns a bias per local item id")
+    popularity_prior: bool = Field(
+        True, description="the head starts from the scene's recent item popularity, released "
+                          "once under DP (privacy.prior_epsilon) and kept in the scene")
+    popularity_days: float = Field(
+        90.0, ge=0.0, description="popularity counts purchases in the scene's last this many "
+                                  "days of training data (0: all of it)")
+    popularity_items: int = Field(
+        8, ge=1, description="distinct items one shopper adds to popularity counts (their L2 "
+                             "sensitivity is its square root)")
+    prior_weight: float = Field(2.0, ge=0.0,
+                                description="initial weight of the popularity prior's score")
 
 
 class TrainingConfig(_Strict):
@@ -172,6 +183,14 @@ class PrivacyConfig(_Strict):
                              "the compact encoder: 1.2x a plain step in benchmarks/dp_step), "
                              "ghost computes only their norms")
     accountant: Literal["prv", "rdp"] = "prv"
+    prior_epsilon: float = Field(
+        2.0, gt=0.0, description="of each scene's budget, what releasing its popularity prior "
+                                 "spends (the Gaussian mechanism, composed with training)")
+    min_units: int = Field(
+        50, ge=1, description="with fewer privacy units a scene releases no popularity prior "
+                              "and a transfer target does not adapt under DP (the noise "
+                              "would swamp the signal): it keeps its model as it starts and "
+                              "spends nothing")
     scenes: dict[str, SceneBudget] = Field(default_factory=dict)
 
     def budget_for(self, scene: str) -> SceneBudget:
@@ -266,9 +285,6 @@ class SimulationConfig(_Strict):
     baseline_epsilon: float = Field(
         0.0, ge=0.0, description="the DP popularity baseline's epsilon (0: each scene's "
                                  "budget)")
-    baseline_items_per_shopper: int = Field(
-        32, ge=1, description="DP popularity under the shopper unit: distinct items a "
-                              "shopper adds to the counts (the sensitivity's square)")
     client_num_cpus: float = Field(1.0, gt=0.0)
     object_store_mb: int = Field(256, ge=80)
 

@@ -69,24 +69,35 @@ class SharedEncoder(nn.Module):
 
 
 class LocalItemBias(nn.Module):
-    """One learned bias per local item id: the scene's own popularity signal."""
+    """What a scene knows of its own items by id, never shared: a learned bias per item, and
+    `prior`, the scene's released popularity score per item (a buffer, not trained; zeros
+    until `set_prior`)."""
 
     def __init__(self, n_items: int) -> None:
         super().__init__()
         self.bias = nn.Embedding(max(n_items, 1), 1)
         nn.init.zeros_(self.bias.weight)
+        self.register_buffer("prior", torch.zeros(max(n_items, 1)))
 
     def forward(self, item_ids: torch.Tensor) -> torch.Tensor:
         return self.bias(item_ids).squeeze(-1)
 
+    def set_prior(self, scores: torch.Tensor) -> None:
+        self.prior.copy_(scores.to(self.prior.dtype))
+
+    @property
+    def has_prior(self) -> bool:
+        return bool(self.prior.abs().sum() > 0)
+
 
 class SceneHead(nn.Module):
     """Scores each candidate: a learned weight on its public content similarity to the
-    shopper's history, plus corrections from [user, item, user * item], plus a local item
-    bias (the scene's popularity).
+    shopper's history, plus a learned weight on the scene's popularity prior (released once
+    under DP), plus corrections from [user, item, user * item], plus a local item bias.
 
-    The correction layer starts at zero, so an untrained head ranks exactly by content
-    similarity; training under DP then only has to learn what public data cannot say.
+    The correction layer and the bias start at zero, so an untrained head ranks by content
+    similarity and recent popularity; training under DP then only has to learn what those
+    cannot say.
     """
 
     def __init__(self, config: ModelConfig, n_items: int) -> None:
@@ -99,6 +110,10 @@ class SceneHead(nn.Module):
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
         self.local_ids = LocalItemBias(n_items) if config.local_item_ids else None
+        self.popularity: nn.Linear | None = None
+        if self.local_ids is not None and config.popularity_prior:
+            self.popularity = nn.Linear(1, 1, bias=False)
+            nn.init.constant_(self.popularity.weight, config.prior_weight)
 
     def forward(self, users: torch.Tensor, candidates: torch.Tensor, item_ids: torch.Tensor,
                 content: torch.Tensor) -> torch.Tensor:
@@ -108,6 +123,9 @@ class SceneHead(nn.Module):
         logits = logits + self.content(content.unsqueeze(-1)).squeeze(-1)
         if self.local_ids is not None:
             logits = logits + self.local_ids(item_ids)
+        if self.popularity is not None:
+            prior = self.local_ids.prior[item_ids].unsqueeze(-1)
+            logits = logits + self.popularity(prior).squeeze(-1)
         return logits
 
 

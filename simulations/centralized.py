@@ -8,6 +8,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 
+from fedscene.client.prior import set_prior
 from fedscene.common.config import ExperimentConfig
 from fedscene.common.data import SceneDataset
 from fedscene.common.data.scene import PAD
@@ -68,6 +69,8 @@ def run_centralized(config: ExperimentConfig, datasets: list[SceneDataset], seed
     pooled, views = pool_scenes(datasets)
     torch.manual_seed(seed)
     model = SceneModel(config.model, pooled.n_items)
+    set_prior(model, pooled, config, None, reproducible_source(seed), run_id="centralized",
+              round_=0)  # no privacy: the exact recent counts of the pooled data
     rounds = []
     final: dict[str, dict[str, np.ndarray]] = {}
     for round_ in range(1, config.federation.rounds + 1):

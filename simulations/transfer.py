@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from fedscene.client.prior import set_prior
 from fedscene.client.privacy import PrivacyAccount
 from fedscene.client.state import SceneState
 from fedscene.common.config import ExperimentConfig
@@ -117,10 +118,12 @@ def adapt(config: ExperimentConfig, target: SceneDataset, arm: str, k: Shot, see
         return evaluate_users(target, scorer), {}
     subset = few_shot(target, k, seed)
     privacy: dict[str, Any] = {}
-    if k != 0 and subset.n_train > 0:
+    unit = unit_of(config.privacy)
+    units = unit.count(subset)
+    too_few = config.privacy.enabled and units < config.privacy.min_units
+    if k != 0 and subset.n_train > 0 and not too_few:  # too few: the start, unchanged
         epochs = config.transfer.adapt_epochs
-        unit = unit_of(config.privacy)
-        units = unit.count(subset)
+        randomness = noise_source(config.privacy.reproducible_noise, seed)
         dp, account = None, None
         if config.privacy.enabled:
             state = SceneState(state_dir, target.scene)
@@ -129,6 +132,9 @@ def adapt(config: ExperimentConfig, target: SceneDataset, arm: str, k: Shot, see
                 state, config.privacy)
                 if start is not None and start.target_states is not None
                 else PrivacyAccount(state, config.privacy))
+        set_prior(model, subset, config, account, randomness, run_id=f"transfer-{arm}-k{k}",
+                  round_=len(account.history) + 1 if account else 1)
+        if account is not None:
             rate, steps = sample_rate_and_steps(units, config.training.batch_size, epochs)
             plan = account.plan_campaign(unit, units, rate, steps)
             exceeded, epsilon_after = account.would_exceed(steps)
@@ -139,9 +145,7 @@ def adapt(config: ExperimentConfig, target: SceneDataset, arm: str, k: Shot, see
                             config.privacy.grad_sample_mode)
         trainable = ("head.",) if arm == "probe" else ()
         report = train_local(model, subset, config.data.train_negatives, config.training,
-                             epochs=epochs,
-                             unit=unit, randomness=noise_source(
-                                 config.privacy.reproducible_noise, seed),
+                             epochs=epochs, unit=unit, randomness=randomness,
                              trainable=trainable, dp=dp)
         if account is not None:
             earlier = len(account.history)

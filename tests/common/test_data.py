@@ -8,7 +8,6 @@ import pytest
 from fedscene.common.config import DataConfig, ModelConfig
 from fedscene.common.data import build_scene, load_raw_dataset, resolve_scenes
 from fedscene.common.data.families import FAMILIES, product_family
-from fedscene.common.data.families import FAMILIES, product_family
 from fedscene.common.data.online_retail import load_online_retail
 from fedscene.common.errors import DataError
 from fedscene.common.privacy_units import ShopperUnit, shopper_rows

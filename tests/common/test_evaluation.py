@@ -96,7 +96,7 @@ def test_content_vectors_read_only_the_catalogue(kitchen):
 @pytest.mark.parametrize("epsilon", [1.0, 8.0])
 def test_dp_popularity_noise_matches_its_epsilon(kitchen, unit, sensitivity, epsilon):
     delta = 1e-5
-    released = dp_popularity(kitchen, unit, epsilon, delta, 8, np.random.default_rng(1))
+    released = dp_popularity(kitchen, unit, epsilon, delta, 0.0, 8, np.random.default_rng(1))
     assert released.sensitivity == pytest.approx(sensitivity)
     # The Gaussian mechanism with this sigma and sensitivity is exactly (epsilon, delta)-DP.
     assert gaussian_delta(epsilon, released.sigma, sensitivity) == pytest.approx(delta,

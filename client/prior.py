@@ -1,0 +1,67 @@
+"""A scene's popularity prior: its recent item counts, released once under DP and kept.
+
+The model's head adds `popularity` x the prior's score of each item, so a scene's model
+starts from what sells in it now (`common/popularity.py`) as well as from content
+similarity. The counts are personal data: under DP they are released once per scene with
+the Gaussian mechanism at `privacy.prior_epsilon`, ledgered as a mechanism that composes
+with training (calibration then leaves training the rest of the budget). The prior stays in
+the scene's state (`head.local_ids.prior`, never shared).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from fedscene.client.privacy import PrivacyAccount
+from fedscene.common.accounting import gaussian_sigma
+from fedscene.common.config import ExperimentConfig
+from fedscene.common.data import SceneDataset
+from fedscene.common.model import SceneModel
+from fedscene.common.popularity import (
+    bounded_counts,
+    exact_counts,
+    prior_scores,
+    release_counts,
+)
+from fedscene.common.privacy_units import unit_of
+from fedscene.common.randomness import NoiseSource
+
+RELEASED = "the scene's popularity prior (kept in the scene, never sent)"
+
+
+def set_prior(model: SceneModel, dataset: SceneDataset, config: ExperimentConfig,
+              account: PrivacyAccount | None, randomness: NoiseSource, *, run_id: str,
+              round_: int) -> dict | None:
+    """Give `model` its scene's popularity prior if it has none yet; returns the ledger
+    entry of the release (None when nothing was released under DP).
+
+    Without DP (`account` None) the prior is the exact recent counts. Under DP it is
+    released only when the scene has at least `privacy.min_units` units and the release
+    leaves room in the budget for training; otherwise the model keeps no prior.
+    """
+    head, model_config = model.head, config.model
+    if head.popularity is None or head.local_ids.has_prior or dataset.n_train == 0:
+        return None
+    if account is None:
+        counts = exact_counts(dataset, model_config.popularity_days)
+        head.local_ids.set_prior(torch.from_numpy(prior_scores(counts)))
+        return None
+    unit = unit_of(config.privacy)
+    units = unit.count(dataset)
+    if units < config.privacy.min_units:
+        return None
+    noise_multiplier = gaussian_sigma(config.privacy.prior_epsilon, account.delta_for(units),
+                                      1.0)
+    fits, _ = account.room_for((noise_multiplier, 1.0, 1), units)
+    if not fits:
+        return None
+    counts, sensitivity = bounded_counts(dataset, unit.name, model_config.popularity_days,
+                                         model_config.popularity_items, randomness.examples)
+    released = release_counts(counts, sensitivity, unit.name, config.privacy.prior_epsilon,
+                              account.delta_for(units), randomness.examples)
+    entry = account.record_counts(released.sigma / sensitivity, sensitivity, unit, units,
+                                  unit.group_sizes(dataset), released=RELEASED,
+                                  noise_source=randomness.description, run_id=run_id,
+                                  round_=round_, algorithm="popularity-prior")
+    head.local_ids.set_prior(torch.from_numpy(prior_scores(released.counts)))
+    return entry

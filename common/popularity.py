@@ -1,0 +1,86 @@
+"""A scene's recent item popularity, counted so that one privacy unit changes it boundedly,
+and released with the Gaussian mechanism.
+
+It is the strongest simple signal in shop data (what sells now), so it serves twice: as the
+`dp-popularity` baseline and as the popularity prior a scene's model starts from
+(`SceneHead`). Counts cover the scene's last `days` of training data (0: all of it). Under
+the shopper unit each shopper adds 1 to at most `items_per_shopper` of the distinct items
+they bought in the window, drawn at random, so adding or removing a shopper moves the count
+vector by at most sqrt(items_per_shopper) in L2; under the example unit each training
+example adds 1 to its item (L2 sensitivity 1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from fedscene.common.accounting import gaussian_sigma
+from fedscene.common.data.scene import SceneDataset
+
+
+@dataclass(frozen=True)
+class DPCounts:
+    """Item counts [n_items] released with the Gaussian mechanism, and how."""
+
+    counts: np.ndarray
+    epsilon: float
+    delta: float
+    sensitivity: float
+    sigma: float
+    unit: str
+
+
+def recent_rows(dataset: SceneDataset, days: float) -> np.ndarray:
+    """Indices of the training rows within `days` of the scene's latest one (0: all)."""
+    if days <= 0 or dataset.n_train == 0:
+        return np.arange(dataset.n_train)
+    start = dataset.train_time.max() - np.timedelta64(int(days * 86400), "s")
+    return np.flatnonzero(dataset.train_time >= start)
+
+
+def exact_counts(dataset: SceneDataset, days: float) -> np.ndarray:
+    """Purchases per local item id in the window, every row counted (a non-private
+    reference: one shopper can move it without bound)."""
+    rows = recent_rows(dataset, days)
+    return np.bincount(dataset.train_item[rows], minlength=dataset.n_items).astype(float)
+
+
+def bounded_counts(dataset: SceneDataset, unit: str, days: float, items_per_shopper: int,
+                   rng: np.random.Generator) -> tuple[np.ndarray, float]:
+    """Counts per local item id [n_items] in which one `unit` has bounded influence, and
+    that influence's L2 bound (the sensitivity). `rng` chooses a shopper's items."""
+    rows = recent_rows(dataset, days)
+    if unit != "shopper":
+        return np.bincount(dataset.train_item[rows], minlength=dataset.n_items).astype(
+            float), 1.0
+    pairs = np.unique(np.stack([dataset.train_user[rows], dataset.train_item[rows]], 1),
+                      axis=0)
+    pairs = pairs[rng.permutation(len(pairs))]
+    order = np.argsort(pairs[:, 0], kind="stable")  # each shopper's pairs, in random order
+    pairs = pairs[order]
+    starts = np.r_[0, np.flatnonzero(np.diff(pairs[:, 0])) + 1] if len(pairs) else np.r_[0]
+    rank = np.arange(len(pairs)) - np.repeat(starts, np.diff(np.r_[starts, len(pairs)]))
+    kept = pairs[rank < items_per_shopper, 1]
+    return (np.bincount(kept, minlength=dataset.n_items).astype(float),
+            float(np.sqrt(items_per_shopper)))
+
+
+def release_counts(counts: np.ndarray, sensitivity: float, unit: str, epsilon: float,
+                   delta: float, rng: np.random.Generator) -> DPCounts:
+    """`counts` plus Gaussian noise calibrated (analytic Gaussian) to (epsilon, delta) at
+    `sensitivity`; `rng` draws the noise."""
+    sigma = gaussian_sigma(epsilon, delta, sensitivity)
+    noisy = counts + rng.normal(0.0, sigma, size=len(counts))
+    return DPCounts(noisy, epsilon, delta, sensitivity, sigma, unit)
+
+
+def prior_scores(counts: np.ndarray) -> np.ndarray:
+    """The prior a model adds per item: log(1 + count), negative noisy counts as 0,
+    standardised over the items (mean 0, standard deviation 1; all zeros if constant)."""
+    logs = np.log1p(np.maximum(np.asarray(counts, dtype=float), 0.0))
+    spread = logs.std()
+    if spread == 0:
+        return np.zeros(len(logs), dtype=np.float32)
+    return ((logs - logs.mean()) / spread).astype(np.float32)
