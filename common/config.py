@@ -129,6 +129,9 @@ class TrainingConfig(_Strict):
     head_epochs: float = Field(1.0, gt=0.0, description="fedrep: head-only passes first")
     learning_rate: float = Field(0.5, gt=0.0)
     momentum: float = Field(0.0, ge=0.0, lt=1.0)
+    recent_days: float = Field(
+        0.0, ge=0.0, description="train on the scene's last this many days of training rows "
+                                 "(0: all); histories still reach back before them")
     loss: Literal["softmax", "bce"] = Field(
         "softmax", description="softmax: the positive against its sampled negatives "
                                "(ranking); bce: each candidate as a binary label")

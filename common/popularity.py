@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fedscene.common.accounting import gaussian_sigma
-from fedscene.common.data.scene import SceneDataset
+from fedscene.common.data.scene import SceneDataset, recent_rows
 
 
 @dataclass(frozen=True)
@@ -30,14 +30,6 @@ class DPCounts:
     sensitivity: float
     sigma: float
     unit: str
-
-
-def recent_rows(dataset: SceneDataset, days: float) -> np.ndarray:
-    """Indices of the training rows within `days` of the scene's latest one (0: all)."""
-    if days <= 0 or dataset.n_train == 0:
-        return np.arange(dataset.n_train)
-    start = dataset.train_time.max() - np.timedelta64(int(days * 86400), "s")
-    return np.flatnonzero(dataset.train_time >= start)
 
 
 def exact_counts(dataset: SceneDataset, days: float) -> np.ndarray:

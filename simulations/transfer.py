@@ -23,7 +23,7 @@ the same test users: the smallest k at which an arm is no longer clearly worse t
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from fedscene.client.privacy import PrivacyAccount
 from fedscene.client.state import SceneState
 from fedscene.common.config import ExperimentConfig
 from fedscene.common.data import SceneDataset
+from fedscene.common.data.scene import with_training_rows
 from fedscene.common.errors import FedsceneError
 from fedscene.common.evaluation import encoder_scorer, evaluate_users, model_scorer
 from fedscene.common.metrics import PRIMARY
@@ -75,9 +76,7 @@ def few_shot(dataset: SceneDataset, k: Shot, seed: int) -> SceneDataset:
         chosen.append(rows)
         left -= len(rows)
     keep = np.sort(np.concatenate(chosen)) if chosen else np.empty(0, dtype=np.int64)
-    return replace(dataset, train_user=dataset.train_user[keep],
-                   train_item=dataset.train_item[keep], train_time=dataset.train_time[keep],
-                   train_history=dataset.train_history[keep])
+    return with_training_rows(dataset, keep)
 
 
 def shots_for(config: ExperimentConfig, dataset: SceneDataset) -> list[Shot]:

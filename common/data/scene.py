@@ -14,7 +14,7 @@ before the test (`seen_user`, `seen_item`) are excluded from full-catalogue rank
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -63,6 +63,28 @@ class SceneDataset:
     @property
     def n_train(self) -> int:
         return len(self.train_item)
+
+
+def with_training_rows(dataset: SceneDataset, rows: np.ndarray) -> SceneDataset:
+    """The scene with only the given training rows (test rows, histories and catalogue
+    unchanged)."""
+    return replace(dataset, train_user=dataset.train_user[rows],
+                   train_item=dataset.train_item[rows], train_time=dataset.train_time[rows],
+                   train_history=dataset.train_history[rows])
+
+
+def recent_rows(dataset: SceneDataset, days: float) -> np.ndarray:
+    """Indices of the training rows within `days` of the scene's latest one (0: all)."""
+    if days <= 0 or dataset.n_train == 0:
+        return np.arange(dataset.n_train)
+    start = dataset.train_time.max() - np.timedelta64(int(days * 86400), "s")
+    return np.flatnonzero(dataset.train_time >= start)
+
+
+def recent_training(dataset: SceneDataset, days: float) -> SceneDataset:
+    """The scene whose training rows are its last `days` of them (0: all); histories still
+    reach back before the window."""
+    return dataset if days <= 0 else with_training_rows(dataset, recent_rows(dataset, days))
 
 
 def _histories(users: np.ndarray, items: np.ndarray, baskets: np.ndarray, length: int

@@ -1,0 +1,115 @@
+"""The popularity prior: released once under DP, ledgered so that it composes with training,
+bounded per shopper, kept in the scene, and a real head start for the model."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from fedscene.client.prior import set_prior
+from fedscene.client.privacy import PrivacyAccount
+from fedscene.client.state import SceneState
+from fedscene.client.task import RoundRequest, train_round
+from fedscene.common.config import DataConfig, ExperimentConfig, ModelConfig
+from fedscene.common.data import build_scene, load_raw_dataset
+from fedscene.common.data.scene import recent_rows, with_training_rows
+from fedscene.common.evaluation import evaluate_users, model_scorer
+from fedscene.common.ledger import read_ledger
+from fedscene.common.model import SceneModel, shared_prefixes, split_state
+from fedscene.common.popularity import bounded_counts, exact_counts
+from fedscene.common.randomness import reproducible_source, secret_source
+from fedscene.simulations.audit import audit_ledger
+from tests.conftest import synthetic_data
+
+
+def _config(**privacy) -> ExperimentConfig:
+    return ExperimentConfig.model_validate({
+        "data": json.loads(synthetic_data(users_per_scene=150).model_dump_json()),
+        "model": {"embedding_dim": 8, "hash_buckets": 512, "text_dim": 64, "head_hidden": 8},
+        "training": {"batch_size": 32},
+        "privacy": {"epsilon": 8.0, "prior_epsilon": 2.0} | privacy,
+        "federation": {"rounds": 2}})
+
+
+@pytest.fixture(scope="module")
+def scene():
+    config = _config()
+    return build_scene(load_raw_dataset(config.data), "scene0", config.data, config.model)
+
+
+@pytest.fixture(scope="module")
+def kitchen():
+    data, model = DataConfig(), ModelConfig()
+    return build_scene(load_raw_dataset(data), "kitchen", data, model)
+
+
+def test_first_round_releases_the_prior_and_training_gets_the_rest(tmp_path, scene):
+    config = _config()
+    state = SceneState(tmp_path, "scene0")
+    for round_ in (1, 2):
+        train_round(state, scene, RoundRequest(config, "fedavg", round_, "run", 0))
+    entries = read_ledger(tmp_path / "ledger.jsonl").entries
+    prior, training = entries[0], entries[1:]
+    assert prior["algorithm"] == "popularity-prior" and len(training) == 2  # released once
+    assert (prior["steps"], prior["sample_rate"]) == (1, 1.0)
+    assert prior["max_grad_norm"] == pytest.approx(np.sqrt(config.model.popularity_items))
+    assert prior["epsilon"] == pytest.approx(2.0, abs=0.05)  # the analytic Gaussian's
+    assert prior["noise_source"] == secret_source().description
+    # Calibration counted it: the campaign reaches the budget, not budget + prior.
+    assert training[-1]["epsilon"] == pytest.approx(8.0, abs=0.05)
+    result = audit_ledger(tmp_path / "ledger.jsonl")
+    assert result.passed and result.epsilon_prv == pytest.approx(8.0, abs=0.1)
+    # The prior stays in the scene: saved with its state, never in what fedavg shares.
+    saved = state.load_local()
+    assert saved["head.local_ids.prior"].abs().sum() > 0
+    shared, _ = split_state(saved, shared_prefixes("fedavg"))
+    assert "head.local_ids.prior" not in shared
+
+
+def test_without_room_or_with_too_few_shoppers_nothing_is_released(tmp_path, scene):
+    for name, config in (("no room", _config(epsilon=2.0)),
+                         ("too few", _config(min_units=10_000))):
+        account = PrivacyAccount(SceneState(tmp_path / name, "scene0"), config.privacy)
+        model = SceneModel(config.model, scene.n_items)
+        assert set_prior(model, scene, config, account, secret_source(), run_id="r",
+                         round_=1) is None, name
+        assert not model.head.local_ids.has_prior and account.history == [], name
+
+
+def test_one_shopper_moves_the_counts_by_at_most_the_sensitivity(kitchen):
+    rows = recent_rows(kitchen, 90)
+    assert 0 < len(rows) < kitchen.n_train
+    assert kitchen.train_time[rows].min() >= kitchen.train_time.max() - np.timedelta64(90, "D")
+    cap = 8
+    counts, sensitivity = bounded_counts(kitchen, "shopper", 90, cap, np.random.default_rng(0))
+    assert sensitivity == pytest.approx(np.sqrt(cap))
+    shoppers = np.unique(kitchen.train_user[rows])
+    assert counts.sum() <= cap * len(shoppers) and counts.max() <= len(shoppers)
+    # With a cap above every shopper's items the counts are exact: removing a shopper takes
+    # away 1 from each distinct item they bought in the window, and nothing else.
+    wide, _ = bounded_counts(kitchen, "shopper", 90, 10_000, np.random.default_rng(0))
+    heavy = max(shoppers, key=lambda u: np.sum(kitchen.train_user[rows] == u))
+    keep = kitchen.train_user != heavy
+    without = with_training_rows(kitchen, np.flatnonzero(keep))
+    fewer, _ = bounded_counts(without, "shopper", 90, 10_000, np.random.default_rng(0))
+    own = np.unique(kitchen.train_item[rows][kitchen.train_user[rows] == heavy])
+    assert np.flatnonzero(wide - fewer).tolist() == own.tolist()
+    assert np.all((wide - fewer)[own] == 1)
+    assert len(own) > cap  # so the cap is what bounds this shopper's influence
+
+
+def test_the_prior_is_a_head_start_on_real_baskets(kitchen):
+    """Known answer: recent popularity is a strong signal in Online Retail, so an untrained
+    model that has the (exact, no-DP) prior ranks better than one with content alone."""
+    config = ExperimentConfig(privacy={"enabled": False})
+    torch.manual_seed(0)
+    content_only = SceneModel(config.model, kitchen.n_items)
+    with_prior = SceneModel(config.model, kitchen.n_items)
+    with_prior.load_state_dict(content_only.state_dict())
+    set_prior(with_prior, kitchen, config, None, reproducible_source(0), run_id="r", round_=1)
+    prior = with_prior.head.local_ids.prior.numpy()
+    assert np.corrcoef(prior, np.log1p(exact_counts(kitchen, 90)))[0, 1] > 0.99
+    base = evaluate_users(kitchen, model_scorer(content_only))["full-hr@10"].mean()
+    started = evaluate_users(kitchen, model_scorer(with_prior))["full-hr@10"].mean()
+    assert started > base + 0.03
