@@ -113,3 +113,15 @@ def test_the_prior_is_a_head_start_on_real_baskets(kitchen):
     base = evaluate_users(kitchen, model_scorer(content_only))["full-hr@10"].mean()
     started = evaluate_users(kitchen, model_scorer(with_prior))["full-hr@10"].mean()
     assert started > base + 0.03
+
+
+def test_training_and_prior_read_only_the_recent_window(tmp_path, scene):
+    config = _config()
+    config = config.model_copy(update={"training": config.training.model_copy(
+        update={"recent_days": 30.0})})
+    train_round(SceneState(tmp_path, "scene0"), scene,
+                RoundRequest(config, "fedper", 1, "run", 0))
+    prior, training = read_ledger(tmp_path / "ledger.jsonl").entries
+    window = np.unique(scene.train_user[recent_rows(scene, 30.0)])
+    assert 50 <= len(window) < len(np.unique(scene.train_user))
+    assert prior["units"] == training["units"] == len(window)

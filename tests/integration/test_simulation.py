@@ -125,8 +125,9 @@ def test_harness_sweep_report_and_audit(tmp_path, capsys):
     assert set(saved["arms"]["fedper@eps4"]["gain_over_local"]) == set(SCENES)
     assert saved["arms"]["fedper@eps4"]["privacy"]["scene0"][0]["epsilon"] <= 4.0
     assert saved["arms"]["fedper@noDP"]["privacy"]["scene0"][0]["epsilon"] == "inf"
-    assert set(saved["baselines"]) == {"popularity-scene", "popularity-all", "content",
-                                       "cooccurrence", "dp-popularity"}
+    assert set(saved["baselines"]) == {"popularity-scene", "popularity-recent",
+                                       "popularity-all", "content", "cooccurrence",
+                                       "dp-popularity"}
     assert saved["primary_metric"] == "full-hr@10"
     for name, baseline in saved["baselines"].items():  # the arms' test rows, every metric
         for scene in SCENES:
