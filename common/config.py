@@ -118,7 +118,7 @@ class ModelConfig(_Strict):
         8, ge=1, description="distinct items one shopper adds to popularity counts (their L2 "
                              "sensitivity is its square root)")
     prior_weight: float = Field(2.0, ge=0.0,
-                                description="initial weight of the popularity prior's score")
+                                description="weight of the popularity prior's score (fixed)")
 
 
 class TrainingConfig(_Strict):
@@ -187,7 +187,7 @@ class PrivacyConfig(_Strict):
                              "ghost computes only their norms")
     accountant: Literal["prv", "rdp"] = "prv"
     prior_epsilon: float = Field(
-        2.0, gt=0.0, description="of each scene's budget, what releasing its popularity prior "
+        4.0, gt=0.0, description="of each scene's budget, what releasing its popularity prior "
                                  "spends (the Gaussian mechanism, composed with training)")
     min_units: int = Field(
         50, ge=1, description="with fewer privacy units a scene releases no popularity prior "

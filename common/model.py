@@ -92,7 +92,7 @@ class LocalItemBias(nn.Module):
 
 class SceneHead(nn.Module):
     """Scores each candidate: a learned weight on its public content similarity to the
-    shopper's history, plus a learned weight on the scene's popularity prior (released once
+    shopper's history, plus `prior_weight` x the scene's popularity prior (released once
     under DP), plus corrections from [user, item, user * item], plus a local item bias.
 
     The correction layer and the bias start at zero, so an untrained head ranks by content
@@ -110,10 +110,11 @@ class SceneHead(nn.Module):
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
         self.local_ids = LocalItemBias(n_items) if config.local_item_ids else None
-        self.popularity: nn.Linear | None = None
-        if self.local_ids is not None and config.popularity_prior:
-            self.popularity = nn.Linear(1, 1, bias=False)
-            nn.init.constant_(self.popularity.weight, config.prior_weight)
+        # A fixed weight, not trained: under the sampled-softmax objective DP-SGD pulls it
+        # below what ranking the season's baskets needs (measured in client/prior.py's
+        # notes), so the prior enters at the weight the config gives.
+        self.prior_weight = config.prior_weight if (
+            self.local_ids is not None and config.popularity_prior) else 0.0
 
     def forward(self, users: torch.Tensor, candidates: torch.Tensor, item_ids: torch.Tensor,
                 content: torch.Tensor) -> torch.Tensor:
@@ -123,9 +124,8 @@ class SceneHead(nn.Module):
         logits = logits + self.content(content.unsqueeze(-1)).squeeze(-1)
         if self.local_ids is not None:
             logits = logits + self.local_ids(item_ids)
-        if self.popularity is not None:
-            prior = self.local_ids.prior[item_ids].unsqueeze(-1)
-            logits = logits + self.popularity(prior).squeeze(-1)
+        if self.prior_weight:
+            logits = logits + self.prior_weight * self.local_ids.prior[item_ids]
         return logits
 
 
