@@ -155,7 +155,8 @@ def _separability_lines(separability: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _transfer_lines(transfer: dict[str, Any], flagged: list[dict[str, Any]]) -> list[str]:
+def _transfer_lines(transfer: dict[str, Any], flagged: list[dict[str, Any]],
+                    privacy: dict[str, Any]) -> list[str]:
     lines = ["", f"## Transfer to held-out scenes ({PRIMARY})", "",
              "Each cell: mean [95% interval]; gain over local-only with the same k, paired over "
              "the target's test users. Negative transfer: a gain interval below zero."]
@@ -177,6 +178,11 @@ def _transfer_lines(transfer: dict[str, Any], flagged: list[dict[str, Any]]) -> 
                              f"{g['verdict']}")
                 cells.append(cell)
             lines.append(f"| {k} | " + " | ".join(cells) + " |")
+        idle = [k for k, entry in info["shots"].items() if k != "0" and not entry["privacy"]]
+        if privacy["enabled"] and idle:
+            lines += ["", f"At k = {', '.join(idle)} the target has fewer than "
+                          f"`privacy.min_units` ({privacy['min_units']}) shoppers: nothing "
+                          f"adapts under DP and each arm scores as it starts."]
         lines += _efficiency_lines(info)
     lines += ["", "Negative transfer: " + ("; ".join(
         f"{f['target']} k={f['k']} {f['arm']} ({f['mean']:+.3f})" for f in flagged)
@@ -344,7 +350,8 @@ def render_report(results: dict[str, Any], plots: list[str]) -> str:
     if results.get("domain_separability"):
         lines += _separability_lines(results["domain_separability"])
     if results.get("transfer"):
-        lines += _transfer_lines(results["transfer"], results["negative_transfer"])
+        lines += _transfer_lines(results["transfer"], results["negative_transfer"],
+                                 config["privacy"])
     lines += ["", "## Privacy spent (cumulative epsilon of the most-spent scene)", "",
               "| arm | epsilon spent of budget | scenes out of budget | failures |",
               "|---|---|---|---|"]

@@ -117,12 +117,21 @@ def privacy_line(arms: dict[str, Any], config: dict[str, Any],
     privacy = config["privacy"]
     if not privacy["enabled"]:
         return "**Privacy:** off; nothing in this run is differentially private."
-    spent = [p.get("epsilon", 0.0) for v in arms.values()
-             for per_scene in v["privacy"].values() for p in per_scene]
-    finite = [e for e in spent if math.isfinite(e)]
-    worst = max(finite) if finite else 0.0
-    line = (f"**What did it cost in privacy?** {privacy['unit']}-level DP; the most any scene "
-            f"spent in one arm is epsilon {worst:.2f} of its budget {privacy['epsilon']:g}.")
+    per_scene: dict[str, float] = {}
+    for v in arms.values():
+        for scene, spent in v["privacy"].items():
+            finite = [p["epsilon"] for p in spent
+                      if isinstance(p.get("epsilon"), float) and math.isfinite(p["epsilon"])]
+            if finite:
+                per_scene[scene] = max(per_scene.get(scene, 0.0), *finite)
+    rounded = {f"{e:.1f}" for e in per_scene.values()}
+    spent_text = (f"every scene spent epsilon {rounded.pop()}" if len(rounded) == 1 else
+                  "the scenes spent epsilon " + ", ".join(
+                      f"{scene} {e:.1f}" for scene, e in per_scene.items()))
+    line = (f"**What did it cost in privacy?** {privacy['unit']}-level DP: {spent_text} "
+            f"in its most-spent arm, of a budget of {privacy['epsilon']:g} each (the "
+            f"popularity prior's release {privacy['prior_epsilon']:g} of it, training the "
+            f"rest).")
     if shopper_scenes:
         many = {n: c for n, c in shopper_scenes.items() if int(n) > 1}
         if many:

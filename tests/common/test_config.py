@@ -62,3 +62,4 @@ def test_privacy_sweep_values_are_checked():
         parse_config({"simulation": {"privacy_sweep": [0.0]}})
     with pytest.raises(ConfigError, match="privacy_sweep"):
         parse_config({"simulation": {"privacy_sweep": ["off"]}})
+

@@ -59,10 +59,16 @@ def test_results_hold_transfer_gains_intervals_flags_and_the_audit(run):
     efficiency = transfer["label_efficiency"]
     assert set(efficiency) == {"local", "zeroshot", "probe", "finetune"}
     assert efficiency["local"]["k"] is not None  # local with all its data matches itself
-    # Every ledger the run wrote was audited: 3 arms x 2 malls, and the adaptations of
-    # local, probe and finetune at each of the 3 k > 0.
+    # k = 10 is a shopper or two, fewer than privacy.min_units: nothing adapts under DP and
+    # nothing is spent; with all the data local, probe and finetune each spend.
+    assert transfer["shots"]["10"]["privacy"] == {}
+    assert set(transfer["shots"]["all"]["privacy"]) == {"local", "probe", "finetune"}
+    # Every ledger the run wrote was audited: 3 arms x 2 malls, and each adaptation that
+    # spent privacy.
     audit = results["audit"]
-    assert audit["ledgers"] == 3 * 2 + 3 * 3
+    adapted = sum(len(spent) for entry in transfer["shots"].values()
+                  for spent in entry["privacy"].values())
+    assert audit["ledgers"] == 3 * 2 + adapted
     assert audit["passed"] is True
     assert (run / "audit.md").exists()
     assert sum(count for count in results["shopper_scenes"].values()) > 0

@@ -1,7 +1,10 @@
 import subprocess
 import sys
 
-from fedscene.simulations.cli import main
+import pytest
+
+from fedscene.common.config import load_config
+from fedscene.simulations.cli import default_config_path, main
 
 
 def test_help_runs_from_the_console_script():
@@ -43,3 +46,11 @@ def test_data_check_accepts_epoch_seconds_and_milliseconds(capsys, tmp_path):
         assert main(["data", "check", str(config)]) == 0, capsys.readouterr().out
         out = capsys.readouterr().out
         assert "2000-12-31" in out and "2001-01-02" in out and "1 scenes pass" in out
+
+
+@pytest.mark.parametrize("name", ["default", "online_retail", "online_retail_transfer",
+                                  "synthetic_shift"])
+def test_packaged_configs_load(name):
+    config = load_config(default_config_path().with_name(f"{name}.toml"))
+    if name.startswith("online_retail"):  # the country configs say so: malls are the default
+        assert config.data.scene_by == "country"

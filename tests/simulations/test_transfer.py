@@ -1,6 +1,7 @@
 """What a target scene starts from: only what federation shared, never another scene's
 catalogue ids or the discriminator."""
 
+import numpy as np
 import torch
 
 from fedscene.common.model import SceneModel, shared_prefixes, split_state
@@ -33,3 +34,27 @@ def test_target_takes_the_shared_encoder_and_a_shared_head_only(small_scene,
                 assert not carried and torch.count_nonzero(value) == 0, name
             else:
                 assert carried == head_carried, (algorithm, name)
+
+
+def _users(hits: list[int]) -> dict:
+    from fedscene.common.metrics import METRICS
+
+    values = np.asarray(hits, dtype=float)
+    return {"user": np.arange(len(values))} | {m: values for m in METRICS}
+
+
+def test_label_efficiency_finds_the_first_k_not_clearly_below_local_with_all():
+    from fedscene.simulations.transfer import label_efficiency
+
+    n = 200
+    full = [1] * (n // 2) + [0] * (n // 2)  # local with all its data: 0.5
+    weak = [1] * (n // 10) + [0] * (n - n // 10)  # 0.1: clearly below
+    users_at = {"0": {"local": _users(weak), "zeroshot": _users(weak)},
+                "10": {"local": _users(weak), "finetune": _users(full)},
+                "100": {"local": _users(full), "finetune": _users(full)},
+                "all": {"local": _users(full), "finetune": _users(weak)}}
+    found = label_efficiency(users_at, 200)
+    assert found["finetune"]["k"] == "10" and found["finetune"]["gain"]["mean"] == 0.0
+    assert found["local"]["k"] == "100"
+    assert found["zeroshot"] == {"k": None, "gain": None}
+    assert label_efficiency({"0": users_at["0"]}, 200) == {}  # no local with all: no answer

@@ -1,0 +1,78 @@
+"""The verdict is written from the numbers: each line says what the results hold."""
+
+from fedscene.simulations.verdict import verdict_lines
+
+
+def _gain(mean: float, low: float, high: float, verdict: str) -> dict:
+    return {"full-hr@10": {"mean": mean, "low": low, "high": high, "verdict": verdict}}
+
+
+def _summary(mean: float) -> dict:
+    return {"full-hr@10": {"mean_over_scenes": mean}}
+
+
+def _results(**changes) -> dict:
+    results = {
+        "arms": {
+            "local": {"summary": _summary(0.30), "privacy": {"a": [{"epsilon": 8.0}]}},
+            "fedper": {"summary": _summary(0.34), "gain_baseline": "local",
+                       "privacy": {"a": [{"epsilon": 7.99}], "b": [{"epsilon": 8.0}]},
+                       "gain_over_local": {"a": _gain(0.05, 0.01, 0.09, "gain"),
+                                           "b": _gain(-0.04, -0.07, -0.01, "loss"),
+                                           "c": _gain(0.0, -0.02, 0.02, "no clear difference")},
+                       "gain_over_baselines": {"content": {
+                           "a": _gain(0.1, 0.05, 0.15, "gain")}}}},
+        "baselines": {"content": {"summary": _summary(0.25)},
+                      "popularity-scene": {"summary": _summary(0.20)}},
+        "config": {"privacy": {"enabled": True, "unit": "shopper", "epsilon": 8.0,
+                               "prior_epsilon": 4.0}},
+        "shopper_scenes": {"1": 10, "2": 5, "3": 2},
+        "audit": {"passed": True, "ledgers": 4, "verdicts": {"near budget": 4},
+                  "findings": [], "report": "audit.md"},
+        "transfer": None}
+    return results | changes
+
+
+def test_lines_answer_the_three_questions_from_the_numbers():
+    text = "\n".join(verdict_lines(_results()))
+    assert "helped in 1 of 3 scenes (a +0.050 [+0.010, +0.090])" in text
+    assert "hurt in 1 (b -0.040 [-0.070, -0.010])" in text
+    assert "no clear difference in 1 (c)" in text
+    assert "the strongest baseline, `content`, 0.250 (+0.090" in text
+    assert "every scene spent epsilon 8.0" in text
+    assert "7 shoppers buy in more than one scene (up to 3)" in text and "epsilon 24" in text
+    assert "all 4 ledgers the run wrote PASS" in text
+    assert "new scene" not in text  # no transfer section, no transfer line
+
+
+def test_failed_audit_and_no_privacy_are_said_plainly():
+    failed = {"passed": False, "ledgers": 2, "verdicts": {"over budget": 1, "ok": 1},
+              "findings": ["arms/x/ledger.jsonl: epsilon 9 exceeds the budget 8"],
+              "report": "audit.md"}
+    results = _results(audit=failed)
+    results["config"]["privacy"]["enabled"] = False
+    text = "\n".join(verdict_lines(results))
+    assert "**Audit: FAILED**" in text and "exceeds the budget" in text
+    assert "Privacy:** off" in text
+
+
+def test_transfer_line_says_when_no_labels_can_be_saved():
+    def shot(local: float, arm: str | None = None, value: float = 0.0) -> dict:
+        metrics = {"local": {"full-hr@10": {"mean": local}}}
+        gains = {}
+        if arm:
+            metrics[arm] = {"full-hr@10": {"mean": value}}
+            gains[arm] = _gain(value - local, -0.1, 0.1, "no clear difference")
+        return {"metrics": metrics, "gain": gains, "privacy": {}}
+
+    transfer = {"new": {"interactions": 500, "shots": {
+        "0": shot(0.40, "zeroshot", 0.42), "10": shot(0.40, "finetune", 0.45),
+        "all": shot(0.45, "finetune", 0.46)},
+        "label_efficiency": {"local": {"k": "0", "gain": _gain(-0.05, -0.1, 0.01, "")[
+            "full-hr@10"]}, "finetune": {"k": "10", "gain": _gain(0.0, -0.05, 0.05, "")[
+                "full-hr@10"]}, "zeroshot": {"k": None, "gain": None}}}}
+    text = "\n".join(verdict_lines(_results(transfer=transfer)))
+    assert "How did the new scene `new` start?" in text
+    assert "0.420 against 0.400 for a fresh model" in text
+    assert "`finetune` is not clearly below it from k = 10" in text
+    assert "no labels to save" in text
