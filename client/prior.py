@@ -21,6 +21,7 @@ from fedscene.client.privacy import PrivacyAccount
 from fedscene.common.accounting import gaussian_sigma
 from fedscene.common.config import ExperimentConfig
 from fedscene.common.data import SceneDataset
+from fedscene.common.data.scene import Window
 from fedscene.common.model import SceneModel
 from fedscene.common.popularity import (
     bounded_counts,
@@ -45,10 +46,11 @@ def set_prior(model: SceneModel, dataset: SceneDataset, config: ExperimentConfig
     leaves room in the budget for training; otherwise the model keeps no prior.
     """
     head, model_config = model.head, config.model
+    window = Window.of(model_config.popularity_days, config.data.as_of)
     if not head.prior_weight or head.local_ids.has_prior or dataset.n_train == 0:
         return None
     if account is None:
-        counts = exact_counts(dataset, model_config.popularity_days)
+        counts = exact_counts(dataset, window)
         head.local_ids.set_prior(torch.from_numpy(prior_scores(counts)))
         return None
     unit = unit_of(config.privacy)
@@ -60,7 +62,7 @@ def set_prior(model: SceneModel, dataset: SceneDataset, config: ExperimentConfig
     fits, _ = account.room_for((noise_multiplier, 1.0, 1), units)
     if not fits:
         return None
-    counts, sensitivity = bounded_counts(dataset, unit.name, model_config.popularity_days,
+    counts, sensitivity = bounded_counts(dataset, unit.name, window,
                                          model_config.popularity_items, randomness.examples)
     released = release_counts(counts, sensitivity, unit.name, config.privacy.prior_epsilon,
                               account.delta_for(units), randomness.examples)

@@ -276,7 +276,8 @@ class PrivacyAccount:
 
     def room_for(self, mechanism: Mechanism, units: int) -> tuple[bool, float]:
         """Whether one more `mechanism` fits under the current target (the campaign's, else
-        the lifetime budget) with room left for training, and the epsilon it reaches."""
+        the lifetime budget) with more than `SPENT_MARGIN` left after it, and the epsilon
+        it reaches."""
         budget = self.privacy.budget_for(self.state.scene)
         target = self.plan.target_epsilon if self.plan else (
             budget.campaign_epsilon or budget.epsilon)

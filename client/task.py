@@ -21,7 +21,7 @@ from fedscene.client.privacy import BudgetSpent, PrivacyAccount
 from fedscene.client.state import SceneState, params_digest
 from fedscene.common.config import DataConfig, ExperimentConfig, ModelConfig
 from fedscene.common.data import RawDataset, SceneDataset, build_scene, load_raw_dataset
-from fedscene.common.data.scene import recent_training
+from fedscene.common.data.scene import Window, recent_training
 from fedscene.common.errors import FedsceneError
 from fedscene.common.evaluation import evaluate_users, model_scorer
 from fedscene.common.metrics import METRICS, summarize
@@ -139,7 +139,8 @@ def train_round(state: SceneState, dataset: SceneDataset, request: RoundRequest
                 ) -> TrainOutcome:
     """Train one round under the scene's budget; save state; return the shared update."""
     config, algorithm = request.config, request.algorithm
-    dataset = recent_training(dataset, config.training.recent_days)
+    dataset = recent_training(dataset, Window.of(config.training.recent_days,
+                                                 config.data.as_of))
     prefixes = shared_prefixes(algorithm, config.aligned(algorithm))
     alignment = alignment_of(config, algorithm, state.scene)
     unlabelled = alignment is not None and not alignment.labelled

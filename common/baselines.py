@@ -19,7 +19,7 @@ from dataclasses import replace
 import numpy as np
 from scipy import sparse
 
-from fedscene.common.data.scene import PAD, SceneDataset
+from fedscene.common.data.scene import PAD, SceneDataset, Window
 from fedscene.common.evaluation import Scorer, catalogue_positions
 from fedscene.common.popularity import DPCounts, bounded_counts, release_counts
 
@@ -109,9 +109,11 @@ def cooccurrence_scorer(dataset: SceneDataset) -> Scorer:
 
 
 def dp_popularity(dataset: SceneDataset, unit: str, epsilon: float, delta: float,
-                  days: float, items_per_shopper: int, rng: np.random.Generator) -> DPCounts:
-    """Recent item counts over the scene's catalogue, released under `unit` at (epsilon,
-    delta) as `popularity` counts them; `rng` draws the contributions and the noise."""
-    counts, sensitivity = bounded_counts(dataset, unit, days, items_per_shopper, rng)
+                  window: Window, items_per_shopper: int, rng: np.random.Generator
+                  ) -> DPCounts:
+    """Item counts in `window` over the scene's catalogue, released under `unit` at
+    (epsilon, delta) as `popularity` counts them; `rng` draws the contributions and the
+    noise."""
+    counts, sensitivity = bounded_counts(dataset, unit, window, items_per_shopper, rng)
     released = release_counts(counts, sensitivity, unit, epsilon, delta, rng)
     return replace(released, counts=released.counts[dataset.ranked_items])

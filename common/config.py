@@ -7,6 +7,7 @@ Every model forbids unknown keys, so a misspelt key is reported instead of ignor
 from __future__ import annotations
 
 import tomllib
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -90,6 +91,10 @@ class DataConfig(_Strict):
     train_negatives: int = Field(4, ge=1)
     history_length: int = Field(20, ge=1)
     max_train_per_scene: int = Field(0, ge=0, description="0: no cap; else newest N kept")
+    as_of: str = Field(
+        "", description="public date (ISO) that time windows (model.popularity_days, "
+                        "training.recent_days) end at: today for live data, the end of the "
+                        "period for a historical file; never read from the data")
     seed: int = 0
 
 
@@ -112,8 +117,8 @@ class ModelConfig(_Strict):
         True, description="the head starts from the scene's recent item popularity, released "
                           "once under DP (privacy.prior_epsilon) and kept in the scene")
     popularity_days: float = Field(
-        90.0, ge=0.0, description="popularity counts purchases in the scene's last this many "
-                                  "days of training data (0: all of it)")
+        0.0, ge=0.0, description="popularity counts purchases in the last this many days up "
+                                 "to data.as_of (0: all training data)")
     popularity_items: int = Field(
         8, ge=1, description="distinct items one shopper adds to popularity counts (their L2 "
                              "sensitivity is its square root)")
@@ -130,8 +135,8 @@ class TrainingConfig(_Strict):
     learning_rate: float = Field(0.5, gt=0.0)
     momentum: float = Field(0.0, ge=0.0, lt=1.0)
     recent_days: float = Field(
-        0.0, ge=0.0, description="train on the scene's last this many days of training rows "
-                                 "(0: all); histories still reach back before them")
+        0.0, ge=0.0, description="train on the rows of the last this many days up to "
+                                 "data.as_of (0: all); histories still reach back before them")
     loss: Literal["softmax", "bce"] = Field(
         "softmax", description="softmax: the positive against its sampled negatives "
                                "(ranking); bce: each candidate as a binary label")
@@ -315,6 +320,23 @@ class ExperimentConfig(_Strict):
     simulation: SimulationConfig = SimulationConfig()
     transfer: TransferConfig = TransferConfig()
     alignment: AlignmentConfig = AlignmentConfig()
+
+    @model_validator(mode="after")
+    def _windows_need_a_public_end(self) -> ExperimentConfig:
+        windows = [key for key, days in (("model.popularity_days", self.model.popularity_days),
+                                         ("training.recent_days", self.training.recent_days))
+                   if days > 0]
+        if windows and not self.data.as_of:
+            raise ValueError(f"{' and '.join(windows)} need data.as_of, the public date the "
+                             f"window ends at (e.g. \"2011-12-10\"); it is never read from "
+                             f"the data, since one shopper's purchases would move it")
+        if self.data.as_of:
+            try:
+                datetime.fromisoformat(self.data.as_of)
+            except ValueError:
+                raise ValueError(f"data.as_of: {self.data.as_of!r} is not an ISO date; give "
+                                 f"e.g. \"2011-12-10\"") from None
+        return self
 
     def domain_index(self, scene: str) -> int:
         """The scene's class for the domain discriminator: its place in `data.scenes`."""

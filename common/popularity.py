@@ -3,7 +3,8 @@ and released with the Gaussian mechanism.
 
 It is the strongest simple signal in shop data (what sells now), so it serves twice: as the
 `dp-popularity` baseline and as the popularity prior a scene's model starts from
-(`SceneHead`). Counts cover the scene's last `days` of training data (0: all of it). Under
+(`SceneHead`). Counts cover a `Window` of training data: the last days up to a public date,
+or all of it. Under
 the shopper unit each shopper adds 1 to at most `items_per_shopper` of the distinct items
 they bought in the window, drawn at random, so adding or removing a shopper moves the count
 vector by at most sqrt(items_per_shopper) in L2; under the example unit each training
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fedscene.common.accounting import gaussian_sigma
-from fedscene.common.data.scene import SceneDataset, recent_rows
+from fedscene.common.data.scene import SceneDataset, Window
 
 
 @dataclass(frozen=True)
@@ -32,21 +33,20 @@ class DPCounts:
     unit: str
 
 
-def exact_counts(dataset: SceneDataset, days: float) -> np.ndarray:
+def exact_counts(dataset: SceneDataset, window: Window) -> np.ndarray:
     """Purchases per local item id in the window, every row counted (a non-private
     reference: one shopper can move it without bound)."""
-    rows = recent_rows(dataset, days)
+    rows = window.rows(dataset)
     return np.bincount(dataset.train_item[rows], minlength=dataset.n_items).astype(float)
 
 
-def bounded_counts(dataset: SceneDataset, unit: str, days: float, items_per_shopper: int,
+def bounded_counts(dataset: SceneDataset, unit: str, window: Window, items_per_shopper: int,
                    rng: np.random.Generator) -> tuple[np.ndarray, float]:
     """Counts per local item id [n_items] in which one `unit` has bounded influence, and
     that influence's L2 bound (the sensitivity). `rng` chooses a shopper's items."""
-    rows = recent_rows(dataset, days)
     if unit != "shopper":
-        return np.bincount(dataset.train_item[rows], minlength=dataset.n_items).astype(
-            float), 1.0
+        return exact_counts(dataset, window), 1.0
+    rows = window.rows(dataset)
     pairs = np.unique(np.stack([dataset.train_user[rows], dataset.train_item[rows]], 1),
                       axis=0)
     pairs = pairs[rng.permutation(len(pairs))]

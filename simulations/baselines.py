@@ -23,6 +23,7 @@ from fedscene.common.baselines import (
 )
 from fedscene.common.config import ExperimentConfig
 from fedscene.common.data import SceneDataset
+from fedscene.common.data.scene import Window
 from fedscene.common.evaluation import Scorer, evaluate_users
 from fedscene.common.metrics import METRICS
 from fedscene.common.popularity import exact_counts
@@ -32,8 +33,8 @@ from fedscene.simulations.results import PerUser, scene_table, worst_and_spread
 
 NOTES = {
     "popularity-scene": "training interactions per item in the scene, ties at random",
-    "popularity-recent": "training interactions per item in the scene's last {days} days "
-                         "(non-private reference)",
+    "popularity-recent": "training interactions per item in the {days} days up to "
+                         "data.as_of (non-private reference)",
     "popularity-all": "interactions per item over all scenes (by source item id)",
     "content": "TF-IDF cosine of titles: public catalogue only, no training, no privacy cost",
     "cooccurrence": "item kNN over co-purchases: reads raw interactions (non-private "
@@ -61,20 +62,21 @@ def run_baselines(config: ExperimentConfig, datasets: list[SceneDataset]
     unit = unit_of(privacy.model_copy(update={"enabled": True}))
     rng = noise_source(privacy.reproducible_noise, config.data.seed).examples
     model = config.model
+    window = Window.of(model.popularity_days, config.data.as_of)
     per_user: dict[str, dict[str, PerUser]] = {name: {} for name in NOTES}
     mechanisms: dict[str, dict[str, float]] = {}
     for d in datasets:
         budget = privacy.budget_for(d.scene)
         epsilon = config.simulation.baseline_epsilon or budget.epsilon
         delta = budget.delta or default_delta(unit.count(d))
-        released = dp_popularity(d, unit.name, epsilon, delta, model.popularity_days,
+        released = dp_popularity(d, unit.name, epsilon, delta, window,
                                  model.popularity_items, rng)
         mechanisms[d.scene] = {"epsilon": epsilon, "delta": delta, "sigma": released.sigma,
                                "sensitivity": released.sensitivity}
         scorers: dict[str, Scorer] = {
             "popularity-scene": popularity_scorer(scene_counts(d)),
             "popularity-recent": popularity_scorer(
-                exact_counts(d, model.popularity_days)[d.ranked_items]),
+                exact_counts(d, window)[d.ranked_items]),
             "popularity-all": popularity_scorer(np.array(
                 [overall.get(k, 0.0) for k in d.item_keys[d.ranked_items]])),
             "content": content_scorer(d),

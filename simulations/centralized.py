@@ -11,7 +11,7 @@ import torch
 from fedscene.client.prior import set_prior
 from fedscene.common.config import ExperimentConfig
 from fedscene.common.data import SceneDataset
-from fedscene.common.data.scene import PAD, recent_training
+from fedscene.common.data.scene import PAD, Window, recent_training
 from fedscene.common.evaluation import evaluate_users, model_scorer
 from fedscene.common.model import SceneModel
 from fedscene.common.privacy_units import ExampleUnit
@@ -67,7 +67,8 @@ def run_centralized(config: ExperimentConfig, datasets: list[SceneDataset], seed
     Returns final per-user metrics per scene and per-round per-scene metric means.
     """
     pooled, views = pool_scenes(datasets)
-    pooled = recent_training(pooled, config.training.recent_days)
+    pooled = recent_training(pooled, Window.of(config.training.recent_days,
+                                               config.data.as_of))
     torch.manual_seed(seed)
     model = SceneModel(config.model, pooled.n_items)
     set_prior(model, pooled, config, None, reproducible_source(seed), run_id="centralized",

@@ -178,7 +178,8 @@ def _transfer_lines(transfer: dict[str, Any], flagged: list[dict[str, Any]],
                              f"{g['verdict']}")
                 cells.append(cell)
             lines.append(f"| {k} | " + " | ".join(cells) + " |")
-        idle = [k for k, entry in info["shots"].items() if k != "0" and not entry["privacy"]]
+        idle = [k for k, entry in info["shots"].items()
+                if k != "0" and not any(entry.get("adapted", {}).values())]
         if privacy["enabled"] and idle:
             lines += ["", f"At k = {', '.join(idle)} the target has fewer than "
                           f"`privacy.min_units` ({privacy['min_units']}) shoppers: nothing "

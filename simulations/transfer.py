@@ -80,13 +80,14 @@ def few_shot(dataset: SceneDataset, k: Shot, seed: int) -> SceneDataset:
 
 
 def shots_for(config: ExperimentConfig, dataset: SceneDataset) -> list[Shot]:
-    """Configured k values capped by the scene (duplicates after capping dropped)."""
+    """Configured k values capped by the scene, in increasing order ("all" last; duplicates
+    after capping dropped)."""
     out: list[Shot] = []
     for k in config.transfer.shots:
         capped: Shot = "all" if k == "all" or int(k) >= dataset.n_train else int(k)
         if capped not in out:
             out.append(capped)
-    return out
+    return sorted(out, key=lambda k: float("inf") if k == "all" else int(k))
 
 
 def _model(config: ExperimentConfig, dataset: SceneDataset, seed: int,
@@ -108,19 +109,22 @@ def _has_shared_head(shared: dict[str, torch.Tensor] | None) -> bool:
 
 
 def adapt(config: ExperimentConfig, target: SceneDataset, arm: str, k: Shot, seed: int,
-          start: TransferStart | None, state_dir: Path) -> tuple[PerUser, dict[str, Any]]:
-    """Adapt one arm with k interactions; per-user test metrics and the privacy spent."""
+          start: TransferStart | None, state_dir: Path
+          ) -> tuple[PerUser, dict[str, Any], bool]:
+    """Adapt one arm with k interactions; per-user test metrics, the privacy spent, and
+    whether it trained (not at k = 0, nor under DP with fewer than `privacy.min_units`)."""
     model = _model(config, target, seed, start.shared if start else None)
     if arm == "zeroshot":  # the shared model as it is; without a shared head, similarity
         scorer = (model_scorer(model) if _has_shared_head(start.shared if start else None)
                   else encoder_scorer(model))
-        return evaluate_users(target, scorer), {}
+        return evaluate_users(target, scorer), {}, False
     subset = few_shot(target, k, seed)
     privacy: dict[str, Any] = {}
     unit = unit_of(config.privacy)
     units = unit.count(subset)
     too_few = config.privacy.enabled and units < config.privacy.min_units
-    if k != 0 and subset.n_train > 0 and not too_few:  # too few: the start, unchanged
+    trains = k != 0 and subset.n_train > 0 and not too_few  # else the start, unchanged
+    if trains:
         epochs = config.transfer.adapt_epochs
         randomness = noise_source(config.privacy.reproducible_noise, seed)
         dp, account = None, None
@@ -156,7 +160,7 @@ def adapt(config: ExperimentConfig, target: SceneDataset, arm: str, k: Shot, see
             privacy = {"epsilon": entry["epsilon"], "budget_epsilon": plan.epsilon,
                        "units": units, "noise_multiplier": plan.noise_multiplier,
                        "earlier_entries": earlier}
-    return evaluate_users(target, model_scorer(model)), privacy
+    return evaluate_users(target, model_scorer(model)), privacy, trains
 
 
 def run_transfer(config: ExperimentConfig, targets: list[SceneDataset], out_dir: Path,
@@ -174,24 +178,29 @@ def run_transfer(config: ExperimentConfig, targets: list[SceneDataset], out_dir:
                 arms = [a for a in config.transfer.arms if a != "zeroshot"]
             per_arm: dict[str, PerUser] = {}
             privacy: dict[str, list[dict[str, Any]]] = {}
+            adapted: dict[str, bool] = {}
             for arm in arms:
                 runs = []
                 for seed in config.simulation.seeds:
                     start = initial.get(arm, {}).get(seed)
                     state_dir = (out_dir / "transfer" / scene_dirname(target.scene)
                                  / f"{arm}-k{k}-seed{seed}")
-                    per_user, spent = adapt(config, target, arm, k, seed, start, state_dir)
+                    per_user, spent, trained = adapt(config, target, arm, k, seed, start,
+                                                     state_dir)
                     runs.append(per_user)
+                    adapted[arm] = adapted.get(arm, True) and trained
                     if spent:
                         privacy.setdefault(arm, []).append(spent)
                 per_arm[arm] = average_seeds(runs)
             table = scene_table(per_arm, samples, 0)
-            entry: dict[str, Any] = {"metrics": table, "privacy": privacy, "gain": {}}
+            entry: dict[str, Any] = {"metrics": table, "privacy": privacy, "gain": {},
+                                     "adapted": adapted}
             for arm, values in per_arm.items():
                 if arm != "local" and "local" in per_arm:
                     entry["gain"][arm] = gain(values, per_arm["local"], samples, 0)
             per_k[str(k)] = entry
-            users_at[str(k)] = per_arm
+            # Label efficiency counts an arm at k only if it used those k labels.
+            users_at[str(k)] = {a: v for a, v in per_arm.items() if k == 0 or adapted[a]}
             progress(f"transfer {target.scene} k={k}: " + ", ".join(
                 f"{a} {table[a][PRIMARY]['mean']:.3f}" for a in per_arm))
         results[target.scene] = {"interactions": target.n_train, "shots": per_k,
@@ -203,8 +212,9 @@ def label_efficiency(users_at: dict[str, dict[str, PerUser]], samples: int
                      ) -> dict[str, Any]:
     """Per arm (local included): the smallest k whose PRIMARY metric is not clearly below
     local-only with all of the target's data (the paired gain's interval reaches zero),
-    with that gain; k is None when no k reaches it. `users_at[k][arm]` are per-user values.
-    Empty when local did not run with all the data."""
+    with that gain; k is None when no k reaches it. `users_at[k][arm]` are per-user values
+    of the arms that used k labels, k in increasing order ("all" last). Empty when local
+    did not run with all the data."""
     reference = users_at.get("all", {}).get("local")
     if reference is None:
         return {}

@@ -104,6 +104,9 @@ def transfer_lines(transfer: dict[str, Any] | None) -> list[str]:
                 line += "."
             else:
                 line += "no transferred arm reaches it at any k tried."
+        else:
+            line += ("Label efficiency needs local-only with all the target's data "
+                     "(\"all\" among transfer.shots, and the local arm).")
         lines.append(line)
     return lines
 
@@ -129,9 +132,9 @@ def privacy_line(arms: dict[str, Any], config: dict[str, Any],
                   "the scenes spent epsilon " + ", ".join(
                       f"{scene} {e:.1f}" for scene, e in per_scene.items()))
     line = (f"**What did it cost in privacy?** {privacy['unit']}-level DP: {spent_text} "
-            f"in its most-spent arm, of a budget of {privacy['epsilon']:g} each (the "
-            f"popularity prior's release {privacy['prior_epsilon']:g} of it, training the "
-            f"rest).")
+            f"in its most-spent arm, of a budget of {privacy['epsilon']:g} each (its "
+            f"popularity prior released at epsilon {privacy['prior_epsilon']:g} and DP-SGD, "
+            f"composed).")
     if shopper_scenes:
         many = {n: c for n, c in shopper_scenes.items() if int(n) > 1}
         if many:
@@ -147,11 +150,15 @@ def audit_line(audit: dict[str, Any] | None) -> str:
     if audit is None:
         return "**Audit:** no privacy ledger was written, nothing to audit."
     verdicts = ", ".join(f"{name} {count}" for name, count in sorted(audit["verdicts"].items()))
+    if set(audit["verdicts"]) == {"no DP"}:
+        return (f"**Audit:** privacy is off: all {audit['ledgers']} ledgers record training "
+                f"without DP (verdict `no DP`), so nothing in this run is private.")
     if audit["passed"]:
         return (f"**Audit:** all {audit['ledgers']} ledgers the run wrote PASS ({verdicts}); "
                 f"see `{audit['report']}`.")
+    findings = "; ".join(audit["findings"][:3]) or "see the verdicts"
     return (f"**Audit: FAILED** for some of the {audit['ledgers']} ledgers ({verdicts}): "
-            + "; ".join(audit["findings"][:3]) + f"; see `{audit['report']}`.")
+            f"{findings}; see `{audit['report']}`.")
 
 
 def verdict_lines(results: dict[str, Any]) -> list[str]:

@@ -73,18 +73,34 @@ def with_training_rows(dataset: SceneDataset, rows: np.ndarray) -> SceneDataset:
                    train_history=dataset.train_history[rows])
 
 
-def recent_rows(dataset: SceneDataset, days: float) -> np.ndarray:
-    """Indices of the training rows within `days` of the scene's latest one (0: all)."""
-    if days <= 0 or dataset.n_train == 0:
-        return np.arange(dataset.n_train)
-    start = dataset.train_time.max() - np.timedelta64(int(days * 86400), "s")
-    return np.flatnonzero(dataset.train_time >= start)
+@dataclass(frozen=True)
+class Window:
+    """The last `days` days up to `end` (a public date: `data.as_of`), or all rows when
+    `days` is 0. The end is never read from the data: one shopper's latest purchase would
+    otherwise move the window, and with it which rows of every other shopper count."""
+
+    days: float = 0.0
+    end: np.datetime64 | None = None
+
+    @classmethod
+    def of(cls, days: float, as_of: str) -> Window:
+        return cls(days, np.datetime64(as_of, "s") if as_of else None)
+
+    def rows(self, dataset: SceneDataset) -> np.ndarray:
+        """Indices of the training rows inside the window."""
+        if self.days <= 0:
+            return np.arange(dataset.n_train)
+        if self.end is None:
+            raise ValueError("a window of days needs its public end date (data.as_of)")
+        start = self.end - np.timedelta64(int(self.days * 86400), "s")
+        times = dataset.train_time.astype("datetime64[s]")
+        return np.flatnonzero((times >= start) & (times <= self.end))
 
 
-def recent_training(dataset: SceneDataset, days: float) -> SceneDataset:
-    """The scene whose training rows are its last `days` of them (0: all); histories still
-    reach back before the window."""
-    return dataset if days <= 0 else with_training_rows(dataset, recent_rows(dataset, days))
+def recent_training(dataset: SceneDataset, window: Window) -> SceneDataset:
+    """The scene with only its training rows inside `window`; histories still reach back
+    before it."""
+    return dataset if window.days <= 0 else with_training_rows(dataset, window.rows(dataset))
 
 
 def _histories(users: np.ndarray, items: np.ndarray, baskets: np.ndarray, length: int

@@ -13,7 +13,7 @@ from fedscene.client.state import SceneState
 from fedscene.client.task import RoundRequest, train_round
 from fedscene.common.config import DataConfig, ExperimentConfig, ModelConfig
 from fedscene.common.data import build_scene, load_raw_dataset
-from fedscene.common.data.scene import recent_rows, with_training_rows
+from fedscene.common.data.scene import Window, with_training_rows
 from fedscene.common.evaluation import evaluate_users, model_scorer
 from fedscene.common.ledger import read_ledger
 from fedscene.common.model import SceneModel, shared_prefixes, split_state
@@ -78,38 +78,50 @@ def test_without_room_or_with_too_few_shoppers_nothing_is_released(tmp_path, sce
 
 
 def test_one_shopper_moves_the_counts_by_at_most_the_sensitivity(kitchen):
-    rows = recent_rows(kitchen, 90)
+    window = Window.of(90, "2011-12-10")
+    rows = window.rows(kitchen)
     assert 0 < len(rows) < kitchen.n_train
-    assert kitchen.train_time[rows].min() >= kitchen.train_time.max() - np.timedelta64(90, "D")
+    assert kitchen.train_time[rows].min() >= np.datetime64("2011-09-11")
     cap = 8
-    counts, sensitivity = bounded_counts(kitchen, "shopper", 90, cap, np.random.default_rng(0))
+    counts, sensitivity = bounded_counts(kitchen, "shopper", window, cap,
+                                         np.random.default_rng(0))
     assert sensitivity == pytest.approx(np.sqrt(cap))
     shoppers = np.unique(kitchen.train_user[rows])
     assert counts.sum() <= cap * len(shoppers) and counts.max() <= len(shoppers)
     # With a cap above every shopper's items the counts are exact: removing a shopper takes
     # away 1 from each distinct item they bought in the window, and nothing else.
-    wide, _ = bounded_counts(kitchen, "shopper", 90, 10_000, np.random.default_rng(0))
+    wide, _ = bounded_counts(kitchen, "shopper", window, 10_000, np.random.default_rng(0))
     heavy = max(shoppers, key=lambda u: np.sum(kitchen.train_user[rows] == u))
     keep = kitchen.train_user != heavy
     without = with_training_rows(kitchen, np.flatnonzero(keep))
-    fewer, _ = bounded_counts(without, "shopper", 90, 10_000, np.random.default_rng(0))
+    fewer, _ = bounded_counts(without, "shopper", window, 10_000, np.random.default_rng(0))
     own = np.unique(kitchen.train_item[rows][kitchen.train_user[rows] == heavy])
     assert np.flatnonzero(wide - fewer).tolist() == own.tolist()
     assert np.all((wide - fewer)[own] == 1)
     assert len(own) > cap  # so the cap is what bounds this shopper's influence
+    # The window ends at a public date: removing the shopper who bought last changes no
+    # other shopper's rows in it (a window ending at the latest purchase would).
+    latest = kitchen.train_user[np.argmax(kitchen.train_time)]
+    keep = kitchen.train_user != latest
+    others = with_training_rows(kitchen, np.flatnonzero(keep))
+    inside = set(map(tuple, np.stack([kitchen.train_user[rows], kitchen.train_item[rows]], 1)))
+    after = window.rows(others)
+    assert set(map(tuple, np.stack([others.train_user[after], others.train_item[after]], 1))) \
+        == {pair for pair in inside if pair[0] != latest}
 
 
 def test_the_prior_is_a_head_start_on_real_baskets(kitchen):
     """Known answer: recent popularity is a strong signal in Online Retail, so an untrained
     model that has the (exact, no-DP) prior ranks better than one with content alone."""
-    config = ExperimentConfig(privacy={"enabled": False})
+    config = ExperimentConfig(privacy={"enabled": False}, model={"popularity_days": 90},
+                              data={"as_of": "2011-12-10"})
     torch.manual_seed(0)
     content_only = SceneModel(config.model, kitchen.n_items)
     with_prior = SceneModel(config.model, kitchen.n_items)
     with_prior.load_state_dict(content_only.state_dict())
     set_prior(with_prior, kitchen, config, None, reproducible_source(0), run_id="r", round_=1)
     prior = with_prior.head.local_ids.prior.numpy()
-    assert np.corrcoef(prior, exact_counts(kitchen, 90))[0, 1] > 0.999
+    assert np.corrcoef(prior, exact_counts(kitchen, Window.of(90, "2011-12-10")))[0, 1] > 0.999
     base = evaluate_users(kitchen, model_scorer(content_only))["full-hr@10"].mean()
     started = evaluate_users(kitchen, model_scorer(with_prior))["full-hr@10"].mean()
     assert started > base + 0.03
@@ -119,9 +131,11 @@ def test_training_and_prior_read_only_the_recent_window(tmp_path, scene):
     config = _config()
     config = config.model_copy(update={"training": config.training.model_copy(
         update={"recent_days": 30.0})})
+    config = config.model_copy(update={"data": config.data.model_copy(
+        update={"as_of": "2024-12-31"})})
     train_round(SceneState(tmp_path, "scene0"), scene,
                 RoundRequest(config, "fedper", 1, "run", 0))
     prior, training = read_ledger(tmp_path / "ledger.jsonl").entries
-    window = np.unique(scene.train_user[recent_rows(scene, 30.0)])
+    window = np.unique(scene.train_user[Window.of(30.0, "2024-12-31").rows(scene)])
     assert 50 <= len(window) < len(np.unique(scene.train_user))
     assert prior["units"] == training["units"] == len(window)

@@ -63,3 +63,12 @@ def test_privacy_sweep_values_are_checked():
     with pytest.raises(ConfigError, match="privacy_sweep"):
         parse_config({"simulation": {"privacy_sweep": ["off"]}})
 
+
+
+def test_time_windows_need_a_public_end_date():
+    with pytest.raises(ConfigError, match="need data.as_of"):
+        parse_config({"training": {"recent_days": 90}}, "run.toml")
+    with pytest.raises(ConfigError, match="not an ISO date"):
+        parse_config({"data": {"as_of": "last week"}}, "run.toml")
+    assert parse_config({"model": {"popularity_days": 90}, "data": {"as_of": "2011-12-10"}},
+                        "run.toml").data.as_of == "2011-12-10"

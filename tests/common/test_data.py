@@ -45,10 +45,13 @@ def test_country_scenes_keep_every_purchase_and_families_as_categories():
     ("LUNCH BAG RED RETROSPOT", "bags"),
     ("WHITE HANGING HEART T-LIGHT HOLDER", "lighting"),
     ("SET OF 3 CAKE TINS PANTRY DESIGN", "kitchen"),
-    ("PACK OF 72 RETROSPOT CAKE CASES", "kitchen"),  # "CASE " needs a word end, not CASES
-    ("ROUND SNACK BOXES SET OF4 WOODLAND", "home"),
+    ("PACK OF 72 RETROSPOT CAKE CASES", "kitchen"),
+    ("ROUND SNACK BOXES SET OF4 WOODLAND", "home"),  # plural "ES"
     ("spaceboy birthday card", "stationery"),  # case does not matter
-    ("PENDANT SHELL NECKLACE", None),  # "PEN " does not claim PENDANT
+    ("PENDANT SHELL NECKLACE", None),  # whole words: PEN does not claim PENDANT
+    ("PINK STRAWBERRY HANDBAG", "bags"),  # nor STRAW STRAWBERRY
+    ("LIGHTHOUSE METAL SIGN", "home"),  # nor LIGHT LIGHTHOUSE
+    ("PAINTED METAL PEARS ASSORTED", None),  # nor PAINT PAINTED
 ])
 def test_product_family_rule(title, family):
     assert product_family(title) == family
