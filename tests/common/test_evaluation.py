@@ -16,6 +16,7 @@ from fedscene.common.baselines import (
 )
 from fedscene.common.config import DataConfig, ModelConfig
 from fedscene.common.data import build_scene, load_raw_dataset
+from fedscene.common.data.scene import Window
 from fedscene.common.evaluation import evaluate_users
 from fedscene.common.metrics import full_ranking_metrics
 
@@ -96,7 +97,8 @@ def test_content_vectors_read_only_the_catalogue(kitchen):
 @pytest.mark.parametrize("epsilon", [1.0, 8.0])
 def test_dp_popularity_noise_matches_its_epsilon(kitchen, unit, sensitivity, epsilon):
     delta = 1e-5
-    released = dp_popularity(kitchen, unit, epsilon, delta, 0.0, 8, np.random.default_rng(1))
+    released = dp_popularity(kitchen, unit, epsilon, delta, Window(), 8,
+                             np.random.default_rng(1))
     assert released.sensitivity == pytest.approx(sensitivity)
     # The Gaussian mechanism with this sigma and sensitivity is exactly (epsilon, delta)-DP.
     assert gaussian_delta(epsilon, released.sigma, sensitivity) == pytest.approx(delta,
