@@ -3,7 +3,8 @@
 The model's head adds `model.prior_weight` x the prior's score of each item, so a scene's model
 starts from what sells in it now (`common/popularity.py`) as well as from content
 similarity. The counts are personal data: under DP they are released once per scene with
-the Gaussian mechanism at `privacy.prior_epsilon`, ledgered as a mechanism that composes
+the Gaussian mechanism at `privacy.prior_share` of the scene's target epsilon, ledgered as
+a mechanism that composes
 with training (calibration then leaves training the rest of the budget). The prior stays in
 the scene's state (`head.local_ids.prior`, never shared).
 
@@ -57,14 +58,14 @@ def set_prior(model: SceneModel, dataset: SceneDataset, config: ExperimentConfig
     units = unit.count(dataset)
     if units < config.privacy.min_units:
         return None
-    noise_multiplier = gaussian_sigma(config.privacy.prior_epsilon, account.delta_for(units),
-                                      1.0)
+    prior_epsilon = config.privacy.prior_share * account.target_epsilon()
+    noise_multiplier = gaussian_sigma(prior_epsilon, account.delta_for(units), 1.0)
     fits, _ = account.room_for((noise_multiplier, 1.0, 1), units)
     if not fits:
         return None
     counts, sensitivity = bounded_counts(dataset, unit.name, window,
                                          model_config.popularity_items, randomness.examples)
-    released = release_counts(counts, sensitivity, unit.name, config.privacy.prior_epsilon,
+    released = release_counts(counts, sensitivity, unit.name, prior_epsilon,
                               account.delta_for(units), randomness.examples)
     entry = account.record_counts(released.sigma / sensitivity, sensitivity, unit, units,
                                   unit.group_sizes(dataset), released=RELEASED,

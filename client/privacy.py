@@ -278,12 +278,17 @@ class PrivacyAccount:
         """Whether one more `mechanism` fits under the current target (the campaign's, else
         the lifetime budget) with more than `SPENT_MARGIN` left after it, and the epsilon
         it reaches."""
-        budget = self.privacy.budget_for(self.state.scene)
-        target = self.plan.target_epsilon if self.plan else (
-            budget.campaign_epsilon or budget.epsilon)
         after = epsilon(self.history + [mechanism], self.delta_for(units),
                         self.privacy.accountant)
-        return after < target - SPENT_MARGIN, after
+        return after < self.target_epsilon() - SPENT_MARGIN, after
+
+    def target_epsilon(self) -> float:
+        """The epsilon the current campaign may reach: the plan's, else the scene's campaign
+        target or lifetime budget."""
+        if self.plan is not None:
+            return self.plan.target_epsilon
+        budget = self.privacy.budget_for(self.state.scene)
+        return budget.campaign_epsilon or budget.epsilon
 
     def record_counts(self, noise_multiplier: float, sensitivity: float, unit: PrivacyUnit,
                       units: int, groups: dict[str, int], *, released: str,
@@ -307,8 +312,7 @@ class PrivacyAccount:
             "privacy_unit": unit.description, "neighbouring": unit.neighbouring,
             "units": units, "group_sizes": groups, "delta": delta,
             "budget_epsilon": budget.epsilon,
-            "campaign_epsilon": (self.plan.target_epsilon if self.plan
-                                 else budget.campaign_epsilon or budget.epsilon),
+            "campaign_epsilon": self.target_epsilon(),
             "accountant": self.privacy.accountant, "accountant_versions": accountant_versions(),
             "epsilon": spent, "epsilon_rdp": epsilon(composed, delta, "rdp"),
             "guarantee": meaning(spent, delta, groups), "time": time.time()})

@@ -115,7 +115,7 @@ class ModelConfig(_Strict):
     local_item_ids: bool = Field(True, description="head learns a bias per local item id")
     popularity_prior: bool = Field(
         True, description="the head starts from the scene's recent item popularity, released "
-                          "once under DP (privacy.prior_epsilon) and kept in the scene")
+                          "once under DP (privacy.prior_share) and kept in the scene")
     popularity_days: float = Field(
         0.0, ge=0.0, description="popularity counts purchases in the last this many days up "
                                  "to data.as_of (0: all training data)")
@@ -191,9 +191,10 @@ class PrivacyConfig(_Strict):
                              "the compact encoder: 1.2x a plain step in benchmarks/dp_step), "
                              "ghost computes only their norms")
     accountant: Literal["prv", "rdp"] = "prv"
-    prior_epsilon: float = Field(
-        4.0, gt=0.0, description="of each scene's budget, what releasing its popularity prior "
-                                 "spends (the Gaussian mechanism, composed with training)")
+    prior_share: float = Field(
+        0.5, gt=0.0, lt=1.0, description="of each scene's target epsilon, the share its "
+                                          "popularity prior's release spends (the Gaussian "
+                                          "mechanism, composed with training)")
     min_units: int = Field(
         50, ge=1, description="with fewer privacy units a scene releases no popularity prior "
                               "and a transfer target does not adapt under DP (the noise "

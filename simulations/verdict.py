@@ -133,7 +133,7 @@ def privacy_line(arms: dict[str, Any], config: dict[str, Any],
                       f"{scene} {e:.1f}" for scene, e in per_scene.items()))
     line = (f"**What did it cost in privacy?** {privacy['unit']}-level DP: {spent_text} "
             f"in its most-spent arm, of a budget of {privacy['epsilon']:g} each (its "
-            f"popularity prior released at epsilon {privacy['prior_epsilon']:g} and DP-SGD, "
+            f"popularity prior released at {privacy['prior_share']:.0%} of it and DP-SGD, "
             f"composed).")
     if shopper_scenes:
         many = {n: c for n, c in shopper_scenes.items() if int(n) > 1}
@@ -153,6 +153,12 @@ def audit_line(audit: dict[str, Any] | None) -> str:
     if set(audit["verdicts"]) == {"no DP"}:
         return (f"**Audit:** privacy is off: all {audit['ledgers']} ledgers record training "
                 f"without DP (verdict `no DP`), so nothing in this run is private.")
+    passing = {"ok", "near budget"}
+    if "no DP" in audit["verdicts"] and set(audit["verdicts"]) <= passing | {"no DP"}:
+        private = sum(c for v, c in audit["verdicts"].items() if v in passing)
+        return (f"**Audit:** all {private} ledgers of the private arms PASS; the "
+                f"{audit['verdicts']['no DP']} of the arms run without DP say so (verdict "
+                f"`no DP`); see `{audit['report']}`.")
     if audit["passed"]:
         return (f"**Audit:** all {audit['ledgers']} ledgers the run wrote PASS ({verdicts}); "
                 f"see `{audit['report']}`.")

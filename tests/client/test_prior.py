@@ -28,7 +28,7 @@ def _config(**privacy) -> ExperimentConfig:
         "data": json.loads(synthetic_data(users_per_scene=150).model_dump_json()),
         "model": {"embedding_dim": 8, "hash_buckets": 512, "text_dim": 64, "head_hidden": 8},
         "training": {"batch_size": 32},
-        "privacy": {"epsilon": 8.0, "prior_epsilon": 2.0} | privacy,
+        "privacy": {"epsilon": 8.0, "prior_share": 0.25} | privacy,
         "federation": {"rounds": 2}})
 
 
@@ -68,7 +68,7 @@ def test_first_round_releases_the_prior_and_training_gets_the_rest(tmp_path, sce
 
 
 def test_without_room_or_with_too_few_shoppers_nothing_is_released(tmp_path, scene):
-    for name, config in (("no room", _config(epsilon=2.0)),
+    for name, config in (("no room", _config(prior_share=0.999)),
                          ("too few", _config(min_units=10_000))):
         account = PrivacyAccount(SceneState(tmp_path / name, "scene0"), config.privacy)
         model = SceneModel(config.model, scene.n_items)

@@ -25,7 +25,7 @@ def _results(**changes) -> dict:
         "baselines": {"content": {"summary": _summary(0.25)},
                       "popularity-scene": {"summary": _summary(0.20)}},
         "config": {"privacy": {"enabled": True, "unit": "shopper", "epsilon": 8.0,
-                               "prior_epsilon": 4.0}},
+                               "prior_share": 0.5}},
         "shopper_scenes": {"1": 10, "2": 5, "3": 2},
         "audit": {"passed": True, "ledgers": 4, "verdicts": {"near budget": 4},
                   "findings": [], "report": "audit.md"},
@@ -54,6 +54,9 @@ def test_failed_audit_and_no_privacy_are_said_plainly():
     text = "\n".join(verdict_lines(results))
     assert "**Audit: FAILED**" in text and "exceeds the budget" in text
     assert "Privacy:** off" in text
+    sweep = failed | {"passed": False, "verdicts": {"near budget": 3, "no DP": 2}}
+    text = "\n".join(verdict_lines(_results(audit=sweep)))
+    assert "all 3 ledgers of the private arms PASS; the 2 of the arms run without DP" in text
 
 
 def test_transfer_line_says_when_no_labels_can_be_saved():
