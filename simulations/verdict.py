@@ -21,10 +21,17 @@ def _listed(gains: dict[str, dict[str, Any]]) -> str:
     return ", ".join(f"{scene} {_interval(g)}" for scene, g in gains.items())
 
 
+def _private_first(arms: dict[str, Any]) -> dict[str, Any]:
+    """The arms trained under DP when there are any (a sweep also runs arms without)."""
+    private = {n: v for n, v in arms.items() if v.get("privacy_setting", "") != "no DP"}
+    return private or arms
+
+
 def best_federated_arm(arms: dict[str, Any]) -> str | None:
-    """The arm with a gain over `local` and the highest PRIMARY mean over scenes."""
+    """The (private, when any is) arm with a gain over `local` and the highest PRIMARY mean
+    over scenes."""
     candidates = {name: v["summary"][PRIMARY]["mean_over_scenes"]
-                  for name, v in arms.items() if v.get("gain_over_local")}
+                  for name, v in _private_first(arms).items() if v.get("gain_over_local")}
     return max(candidates, key=candidates.get) if candidates else None
 
 
@@ -49,10 +56,12 @@ def federation_line(arms: dict[str, Any]) -> str | None:
 
 
 def baseline_line(arms: dict[str, Any], baselines: dict[str, Any]) -> str | None:
-    """The best learned arm against the strongest baseline on the same test rows."""
+    """The best learned (private, when any is) arm against the strongest baseline on the
+    same test rows."""
     if not arms or not baselines:
         return None
-    arm = max(arms, key=lambda a: arms[a]["summary"][PRIMARY]["mean_over_scenes"])
+    private = _private_first(arms)
+    arm = max(private, key=lambda a: private[a]["summary"][PRIMARY]["mean_over_scenes"])
     strongest = max(baselines, key=lambda b: baselines[b]["summary"][PRIMARY]["mean_over_scenes"])
     per_scene = arms[arm].get("gain_over_baselines", {}).get(strongest, {})
     won = sum(g[PRIMARY]["verdict"] == "gain" for g in per_scene.values())

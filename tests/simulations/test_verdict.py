@@ -79,3 +79,11 @@ def test_transfer_line_says_when_no_labels_can_be_saved():
     assert "0.420 against 0.400 for a fresh model" in text
     assert "`finetune` is not clearly below it from k = 10" in text
     assert "no labels to save" in text
+
+
+def test_a_sweep_is_judged_by_its_private_arms():
+    results = _results()
+    results["arms"]["fedper@noDP"] = results["arms"]["fedper"] | {
+        "summary": _summary(0.50), "privacy_setting": "no DP"}
+    text = "\n".join(verdict_lines(results))
+    assert "`fedper` against `local`" in text and "the best learned arm, `fedper`," in text
