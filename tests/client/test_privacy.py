@@ -20,7 +20,10 @@ from tests.conftest import synthetic_data
 def _config(rounds=3, **privacy):
     return ExperimentConfig.model_validate({
         "data": json.loads(synthetic_data().model_dump_json()),
-        "model": {"embedding_dim": 8, "hash_buckets": 512, "text_dim": 64, "head_hidden": 8},
+        # No popularity prior: these tests count training's ledger entries (the prior's own
+        # entry and its composition with training are tested in test_prior.py).
+        "model": {"embedding_dim": 8, "hash_buckets": 512, "text_dim": 64, "head_hidden": 8,
+                  "popularity_prior": False},
         "training": {"batch_size": 16},
         "privacy": {"epsilon": 2.0} | privacy,
         "federation": {"rounds": rounds}})
