@@ -34,13 +34,15 @@ from fedscene.common.privacy_units import unit_of
 from fedscene.common.randomness import NoiseSource
 
 RELEASED = "the scene's popularity prior (kept in the scene, never sent)"
+PRIOR = "popularity-prior"  # the ledger entry's algorithm
 
 
 def set_prior(model: SceneModel, dataset: SceneDataset, config: ExperimentConfig,
               account: PrivacyAccount | None, randomness: NoiseSource, *, run_id: str,
               round_: int) -> dict | None:
-    """Give `model` its scene's popularity prior if it has none yet; returns the ledger
-    entry of the release (None when nothing was released under DP).
+    """Give `model` its scene's popularity prior unless the scene's ledger already holds its
+    release (the model then has it from the scene's state); returns the ledger entry of
+    the release (None when nothing was released under DP).
 
     Without DP (`account` None) the prior is the exact recent counts. Under DP it is
     released only when the scene has at least `privacy.min_units` units and the release
@@ -48,20 +50,21 @@ def set_prior(model: SceneModel, dataset: SceneDataset, config: ExperimentConfig
     """
     head, model_config = model.head, config.model
     window = Window.of(model_config.popularity_days, config.data.as_of)
-    if not head.prior_weight or head.local_ids.has_prior or dataset.n_train == 0:
+    if not head.prior_weight or dataset.n_train == 0:
         return None
-    if account is None:
+    if account is None:  # exact counts, recomputed each call: nothing is spent
         counts = exact_counts(dataset, window)
         head.local_ids.set_prior(torch.from_numpy(prior_scores(counts)))
         return None
     unit = unit_of(config.privacy)
     units = unit.count(dataset)
-    if units < config.privacy.min_units:
+    # The ledger, not the model's buffer, says whether the counts were released: a prior
+    # that standardises to zeros (equal counts) must not be released again each round.
+    if account.has_entry(PRIOR) or units < config.privacy.min_units:
         return None
     prior_epsilon = config.privacy.prior_share * account.target_epsilon()
     noise_multiplier = gaussian_sigma(prior_epsilon, account.delta_for(units), 1.0)
-    fits, _ = account.room_for((noise_multiplier, 1.0, 1), units)
-    if not fits:
+    if not account.room_for((noise_multiplier, 1.0, 1), units):
         return None
     counts, sensitivity = bounded_counts(dataset, unit.name, window,
                                          model_config.popularity_items, randomness.examples)
@@ -70,6 +73,6 @@ def set_prior(model: SceneModel, dataset: SceneDataset, config: ExperimentConfig
     entry = account.record_counts(released.sigma / sensitivity, sensitivity, unit, units,
                                   unit.group_sizes(dataset), released=RELEASED,
                                   noise_source=randomness.description, run_id=run_id,
-                                  round_=round_, algorithm="popularity-prior")
+                                  round_=round_, algorithm=PRIOR)
     head.local_ids.set_prior(torch.from_numpy(prior_scores(released.counts)))
     return entry

@@ -229,39 +229,15 @@ class PrivacyAccount:
         composition's epsilon when the caller already computed it (the budget check does).
         """
         plan = self._require_plan()
-        composed = self.history + [(plan.noise_multiplier, report.sample_rate, report.steps)]
-        if epsilon_after is None:
-            epsilon_after = epsilon(composed, plan.delta, plan.accountant)
-        fields = {
-            "kind": TRAINING,
-            "run_id": run_id,
-            "round": round_,
-            "scene": self.state.scene,
-            "algorithm": algorithm,
-            "campaign": plan.campaign,
-            "mechanism": MECHANISM,
-            "steps": report.steps,
-            "sample_rate": report.sample_rate,
-            "sampling": SAMPLING,
-            "noise_multiplier": plan.noise_multiplier,
-            "max_grad_norm": plan.max_grad_norm,
-            "noise_source": report.noise_source,
-            "unit": unit.name,
-            "privacy_unit": unit.description,
-            "neighbouring": unit.neighbouring,
-            "units": report.units,
-            "group_sizes": groups,
-            "delta": plan.delta,
-            "budget_epsilon": plan.epsilon,
-            "campaign_epsilon": plan.target_epsilon,
-            "accountant": plan.accountant,
-            "accountant_versions": accountant_versions(),
-            "epsilon": epsilon_after,
-            "epsilon_rdp": epsilon(composed, plan.delta, "rdp"),
-            "guarantee": meaning(epsilon_after, plan.delta, groups),
-            "time": time.time(),
-        } | extra
-        entry = self._append(fields)  # it ran, so it is ledgered whatever it spent
+        entry = self._append_mechanism(  # it ran, so it is ledgered whatever it spent
+            (plan.noise_multiplier, report.sample_rate, report.steps), plan.delta, unit,
+            groups, epsilon_after, {
+                "run_id": run_id, "round": round_, "algorithm": algorithm,
+                "campaign": plan.campaign, "mechanism": MECHANISM, "sampling": SAMPLING,
+                "max_grad_norm": plan.max_grad_norm, "noise_source": report.noise_source,
+                "units": report.units, "budget_epsilon": plan.epsilon,
+                "campaign_epsilon": plan.target_epsilon} | extra)
+        epsilon_after = entry["epsilon"]
         if epsilon_after > plan.target_epsilon + 0.01:  # beyond calibration's tolerance
             raise FedsceneError(f"{self.state.directory}: a training call passed the budget "
                                 f"({epsilon_after:.4g} > {plan.target_epsilon:g}); callers "
@@ -274,13 +250,16 @@ class PrivacyAccount:
             return self.plan.delta
         return self.privacy.budget_for(self.state.scene).delta or default_delta(units)
 
-    def room_for(self, mechanism: Mechanism, units: int) -> tuple[bool, float]:
+    def room_for(self, mechanism: Mechanism, units: int) -> bool:
         """Whether one more `mechanism` fits under the current target (the campaign's, else
-        the lifetime budget) with more than `SPENT_MARGIN` left after it, and the epsilon
-        it reaches."""
+        the lifetime budget) with more than `SPENT_MARGIN` left after it."""
         after = epsilon(self.history + [mechanism], self.delta_for(units),
                         self.privacy.accountant)
-        return after < self.target_epsilon() - SPENT_MARGIN, after
+        return after < self.target_epsilon() - SPENT_MARGIN
+
+    def has_entry(self, algorithm: str) -> bool:
+        """Whether the ledger holds an entry of `algorithm` (e.g. a release made once)."""
+        return any(e.get("algorithm") == algorithm for e in self.entries)
 
     def target_epsilon(self) -> float:
         """The epsilon the current campaign may reach: the plan's, else the scene's campaign
@@ -298,24 +277,35 @@ class PrivacyAccount:
         deviation `noise_multiplier` x `sensitivity`: as a mechanism it is one step of
         DP-SGD's with every unit sampled, so it composes with training in the same history
         and the audit recomputes it like any other entry. Call `room_for` first."""
-        budget = self.privacy.budget_for(self.state.scene)
-        delta = self.delta_for(units)
-        composed = self.history + [(noise_multiplier, 1.0, 1)]
-        spent = epsilon(composed, delta, self.privacy.accountant)
-        return self._append({
-            "kind": TRAINING, "run_id": run_id, "round": round_, "scene": self.state.scene,
-            "algorithm": algorithm, "campaign": self.plan.campaign if self.plan else 0,
+        return self._append_mechanism((noise_multiplier, 1.0, 1), self.delta_for(units), unit,
+                                      groups, None, {
+            "run_id": run_id, "round": round_, "algorithm": algorithm,
+            "campaign": self.plan.campaign if self.plan else 0,
             "mechanism": "gaussian (bounded counts, released once)", "released": released,
-            "steps": 1, "sample_rate": 1.0, "sampling": "none: every unit counted",
-            "noise_multiplier": noise_multiplier, "max_grad_norm": sensitivity,
-            "noise_source": noise_source, "unit": unit.name,
-            "privacy_unit": unit.description, "neighbouring": unit.neighbouring,
-            "units": units, "group_sizes": groups, "delta": delta,
-            "budget_epsilon": budget.epsilon,
-            "campaign_epsilon": self.target_epsilon(),
+            "sampling": "none: every unit counted", "max_grad_norm": sensitivity,
+            "noise_source": noise_source, "units": units,
+            "budget_epsilon": self.privacy.budget_for(self.state.scene).epsilon,
+            "campaign_epsilon": self.target_epsilon()})
+
+    def _append_mechanism(self, mechanism: Mechanism, delta: float, unit: PrivacyUnit,
+                          groups: dict[str, int], spent: float | None,
+                          fields: dict[str, Any]) -> dict[str, Any]:
+        """Append a mechanism entry: what ran (`fields`) and what every mechanism entry
+        records: the mechanism's numbers, the unit, the composition's epsilon (computed
+        unless the caller passes `spent`) and RDP epsilon at `delta`, what that guarantees
+        a purchase and a shopper, and when."""
+        composed = self.history + [mechanism]
+        if spent is None:
+            spent = epsilon(composed, delta, self.privacy.accountant)
+        noise_multiplier, sample_rate, steps = mechanism
+        return self._append({
+            "kind": TRAINING, "scene": self.state.scene, "steps": steps,
+            "sample_rate": sample_rate, "noise_multiplier": noise_multiplier,
+            "unit": unit.name, "privacy_unit": unit.description,
+            "neighbouring": unit.neighbouring, "group_sizes": groups, "delta": delta,
             "accountant": self.privacy.accountant, "accountant_versions": accountant_versions(),
             "epsilon": spent, "epsilon_rdp": epsilon(composed, delta, "rdp"),
-            "guarantee": meaning(spent, delta, groups), "time": time.time()})
+            "guarantee": meaning(spent, delta, groups), "time": time.time()} | fields)
 
     def record_without_dp(self, report: TrainReport, *, run_id: str, round_: int,
                           algorithm: str, extra: dict[str, Any]) -> dict[str, Any]:

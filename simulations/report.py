@@ -16,7 +16,7 @@ import pandas as pd  # noqa: E402
 from fedscene.common.metrics import PRIMARY  # noqa: E402
 from fedscene.simulations.html_report import write_html  # noqa: E402
 from fedscene.simulations.results import json_safe  # noqa: E402
-from fedscene.simulations.verdict import verdict_lines  # noqa: E402
+from fedscene.simulations.verdict import audit_line, verdict_lines  # noqa: E402
 
 TABLE_METRICS = (PRIMARY, "hr@10", "full-ndcg@10", "full-recall@20")
 REPORT = "report.md"
@@ -214,11 +214,8 @@ def _audit_lines(audit: dict[str, Any] | None) -> list[str]:
     if audit is None:
         return []
     lines = ["", "## Privacy audit", "",
-             f"`fedscene audit` over the {audit['ledgers']} ledgers this run wrote: "
-             f"**{'PASSED' if audit['passed'] else 'FAILED'}** (" + ", ".join(
-                 f"{name}: {count}" for name, count in sorted(audit["verdicts"].items()))
-             + f"). Each ledger's epsilon is recomputed from its mechanism records alone; "
-               f"the table is in `{audit['report']}`."]
+             audit_line(audit) + " Each ledger's epsilon is recomputed from its mechanism "
+             "records alone."]
     lines += [f"- {finding}" for finding in audit["findings"]]
     return lines
 

@@ -34,7 +34,7 @@ from fedscene.common.metrics import METRICS, PRIMARY
 from fedscene.common.protocol import scene_dirname
 from fedscene.server.federation import checkpoint_path
 from fedscene.server.strategy import ReplyObserver
-from fedscene.simulations.audit import audit, find_ledgers
+from fedscene.simulations.audit import audit
 from fedscene.simulations.audit_report import write_report as write_audit_report
 from fedscene.simulations.baselines import run_baselines
 from fedscene.simulations.centralized import run_centralized
@@ -348,9 +348,9 @@ def audit_run(out_dir: Path) -> dict[str, Any] | None:
     """Audit every ledger under the run directory (`fedscene audit`'s checks), write
     `audit.md` beside the report, and return the verdicts for results.json (None when the
     run wrote no ledger: no arm trained on a scene's data)."""
-    if not any(out_dir.rglob(LEDGER_FILE)):
+    paths = sorted(out_dir.rglob(LEDGER_FILE))
+    if not paths:
         return None
-    paths = find_ledgers([out_dir])
     audited = audit(paths, jobs=min(len(paths), os.cpu_count() or 1))
     write_audit_report(audited, out_dir / AUDIT_REPORT)
     return {"passed": all(a.passed for a in audited), "ledgers": len(audited),
