@@ -42,6 +42,7 @@ from fedscene.common.training import (
     Alignment,
     DPSettings,
     Proximal,
+    StepProbe,
     sample_rate_and_steps,
     train_local,
 )
@@ -135,9 +136,13 @@ def training_seed(request: RoundRequest) -> int:
     return int(np.random.default_rng([request.seed, request.round]).integers(2**31))
 
 
-def train_round(state: SceneState, dataset: SceneDataset, request: RoundRequest
-                ) -> TrainOutcome:
-    """Train one round under the scene's budget; save state; return the shared update."""
+def train_round(state: SceneState, dataset: SceneDataset, request: RoundRequest,
+                probe: StepProbe | None = None) -> TrainOutcome:
+    """Train one round under the scene's budget; save state; return the shared update.
+
+    `probe` is the empirical audit's (`StepProbe`): its units are sampled, clipped, noised
+    and accounted for as the scene's own.
+    """
     config, algorithm = request.config, request.algorithm
     dataset = recent_training(dataset, Window.of(config.training.recent_days,
                                                  config.data.as_of))
@@ -145,7 +150,7 @@ def train_round(state: SceneState, dataset: SceneDataset, request: RoundRequest
     alignment = alignment_of(config, algorithm, state.scene)
     unlabelled = alignment is not None and not alignment.labelled
     unit = unit_of(config.privacy)
-    units = unit.count(dataset)
+    units = unit.count(dataset) + (probe.extra_units if probe else 0)
     rate, head_steps, steps = steps_per_round(config, algorithm, units, unlabelled)
     total = head_steps + steps
     account = PrivacyAccount(state, config.privacy)
@@ -175,7 +180,7 @@ def train_round(state: SceneState, dataset: SceneDataset, request: RoundRequest
     if head_steps:
         report = train_local(model, dataset, negatives, config.training,
                              epochs=config.training.head_epochs, unit=unit,
-                             randomness=randomness, trainable=(HEAD,), dp=dp)
+                             randomness=randomness, trainable=(HEAD,), dp=dp, probe=probe)
         losses.append(report.mean_loss)
         ran += report.steps
     trainable: tuple[str, ...] = ()
@@ -183,7 +188,8 @@ def train_round(state: SceneState, dataset: SceneDataset, request: RoundRequest
         trainable = (ENCODER, DISC) if alignment else (ENCODER,)
     report = train_local(model, dataset, negatives, config.training,
                          epochs=config.training.local_epochs, unit=unit, randomness=randomness,
-                         trainable=trainable, dp=dp, proximal=proximal, alignment=alignment)
+                         trainable=trainable, dp=dp, proximal=proximal, alignment=alignment,
+                         probe=probe)
     losses.append(report.mean_loss)
     report = replace(report, steps=ran + report.steps)  # both phases, as they ran
     shared, local = split_state(model.state_dict(), prefixes)

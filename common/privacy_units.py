@@ -56,6 +56,9 @@ class PrivacyUnit(Protocol):
     def group_sizes(self, dataset: SceneDataset) -> dict[str, int]:
         """How many units one purchase and one shopper can change, at most."""
 
+    def units_of_shopper(self, examples: int) -> int:
+        """How many units a shopper with `examples` training examples is."""
+
 
 def _candidates(dataset: SceneDataset, rows: np.ndarray, rng: np.random.Generator,
                 labelled: bool, negatives: int) -> tuple[np.ndarray, torch.Tensor]:
@@ -103,6 +106,9 @@ class ExampleUnit:
         most = int(np.bincount(dataset.train_user).max(initial=0))
         return {"purchase": max(2 * most - 1, 1), "shopper": most}
 
+    def units_of_shopper(self, examples: int) -> int:
+        return examples
+
 
 @dataclass(frozen=True)
 class ShopperUnit:
@@ -138,6 +144,9 @@ class ShopperUnit:
         # A purchase changed inside a shopper who stays is that shopper removed and the
         # changed shopper added: two units.
         return {"purchase": 2, "shopper": 1}
+
+    def units_of_shopper(self, examples: int) -> int:
+        return 1
 
 
 _CACHE: dict[tuple[int, str], tuple[SceneDataset, object]] = {}

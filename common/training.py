@@ -11,6 +11,7 @@ import copy
 import math
 import warnings
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -179,6 +180,27 @@ class Proximal:
     mu: float
 
 
+class StepProbe(Protocol):
+    """An auditor's hooks into DP-SGD: the empirical audit's gradient canaries.
+
+    `extra_units` more units are Poisson-sampled with the scene's own, by the same sampler
+    at the same rate; a sampled extra unit contributes the per-unit gradient `gradients`
+    gives it, which Opacus clips and noises with the rest; after every step `observe`
+    sees the noised update, as an adversary watching every step would.
+    """
+
+    extra_units: int
+
+    def gradients(self, sampled: np.ndarray, params: list[tuple[str, nn.Parameter]]
+                  ) -> list[torch.Tensor]:
+        """Per-unit gradients of the `sampled` extra units (0..extra_units-1): one tensor
+        [len(sampled), *param.shape] per trainable parameter, in order."""
+
+    def observe(self, params: list[tuple[str, nn.Parameter]], batch_size: float) -> None:
+        """One step's release: each parameter's `.grad` holds the noised sum of clipped
+        per-unit gradients divided by `batch_size` (the expected batch size)."""
+
+
 def sample_rate_and_steps(units: int, batch_size: int, epochs: float) -> tuple[float, int]:
     """Poisson sample rate and steps for `epochs` passes over `units` privacy units.
 
@@ -223,7 +245,8 @@ def train_local(model: nn.Module, dataset: SceneDataset, negatives: int,
                 training: TrainingConfig, *, epochs: float, unit: PrivacyUnit,
                 randomness: NoiseSource, trainable: tuple[str, ...] = (),
                 dp: DPSettings | None = None, proximal: Proximal | None = None,
-                alignment: Alignment | None = None) -> TrainReport:
+                alignment: Alignment | None = None, probe: StepProbe | None = None
+                ) -> TrainReport:
     """Train `model` in place for `epochs` passes over the scene's privacy units.
 
     `unit` decides what is sampled and clipped as one contribution (a shopper or an
@@ -231,17 +254,22 @@ def train_local(model: nn.Module, dataset: SceneDataset, negatives: int,
     shopper's examples and each example's `negatives` sampled items (secret unless the
     config asked for reproducible noise). Only
     parameters under `trainable` prefixes (all when empty) change. With `alignment` the
-    model must hold a discriminator and the loss gains the adversarial term. Returns what
+    model must hold a discriminator and the loss gains the adversarial term. `probe` (the
+    empirical audit's, DP with hooks only) adds its units to the sampling. Returns what
     ran, for the accountant and the ledger.
     """
-    units = unit.count(dataset)
+    if probe is not None and (dp is None or dp.grad_sample_mode != "hooks"):
+        raise ValueError("a step probe needs DP-SGD with grad_sample_mode 'hooks'")
+    own = unit.count(dataset)
+    units = own + (probe.extra_units if probe else 0)
     rate, steps = sample_rate_and_steps(units, training.batch_size, epochs)
     work = copy.deepcopy(model)  # Opacus hooks stay on the copy, never on the caller's model
     work.train()
     work.return_domains = alignment is not None
     for name, param in work.named_parameters():
         param.requires_grad_(not trainable or name.startswith(trainable))
-    params = [p for p in work.parameters() if p.requires_grad]
+    named = [(n, p) for n, p in work.named_parameters() if p.requires_grad]
+    params = [p for _, p in named]
     optimizer = torch.optim.SGD(params, lr=training.learning_rate, momentum=training.momentum)
     loader = _unit_loader(units, training.batch_size, randomness.sampling)
     criterion = _criterion(alignment, training.loss)
@@ -260,15 +288,21 @@ def train_local(model: nn.Module, dataset: SceneDataset, negatives: int,
                 break
             done += 1
             optimizer.zero_grad(set_to_none=True)
-            if len(index) == 0:  # an empty Poisson batch still takes a (pure noise) step
+            index = index.numpy()
+            sampled, extra = index[index < own], index[index >= own] - own
+            if len(sampled):
+                batch = unit.batch(dataset, sampled, randomness.examples, labelled, negatives)
+                loss = criterion(module(*batch.inputs), batch.labels, batch.weights)
+                loss.backward()
+                losses.append(float(loss.item()))
+            if probe is not None and len(extra):
+                _add_unit_gradients(named, probe.gradients(extra, named))
+            if len(sampled) or (probe is not None and len(extra)):
+                _step(optimizer, work, proximal, dp is not None)
+            else:  # an empty Poisson batch still takes a (pure noise) step
                 _noise_only_step(optimizer, params)
-                anchor.after_step()
-                continue
-            batch = unit.batch(dataset, index.numpy(), randomness.examples, labelled, negatives)
-            loss = criterion(module(*batch.inputs), batch.labels, batch.weights)
-            loss.backward()
-            losses.append(float(loss.item()))
-            _step(optimizer, work, proximal, dp is not None)
+            if probe is not None:
+                probe.observe(named, optimizer.expected_batch_size)
             anchor.after_step()
     anchor.release()
     work.return_domains = False
@@ -276,6 +310,15 @@ def train_local(model: nn.Module, dataset: SceneDataset, negatives: int,
     return TrainReport(steps=done, sample_rate=rate, units=units,
                        mean_loss=float(np.mean(losses)) if losses else 0.0,
                        noise_source=randomness.description)
+
+
+def _add_unit_gradients(named: list[tuple[str, nn.Parameter]],
+                        rows: list[torch.Tensor]) -> None:
+    """Append per-unit gradient rows to what Opacus's hooks computed (or stand alone when
+    no scene unit was sampled), so that they are clipped and noised with the rest."""
+    for (_, param), extra in zip(named, rows, strict=True):
+        present = getattr(param, "grad_sample", None)
+        param.grad_sample = extra if present is None else torch.cat([present, extra])
 
 
 def _add_proximal(model: nn.Module, proximal: Proximal) -> None:

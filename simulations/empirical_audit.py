@@ -1,0 +1,200 @@
+"""The empirical privacy audit: a lower bound on what one scene's training actually leaks.
+
+`fedscene audit` recomputes epsilon from the ledger; it cannot see a mechanism that does
+not do what its ledger says. This audit runs the scene's real training (the client's
+`train_round`, its privacy account, unit, sampling, clipping and noise) for one campaign of
+`federation.rounds` rounds in a scratch state directory, with canaries inserted
+(`simulations/canaries.py`), scores them as a white-box and a black-box adversary would,
+and turns the scores into a lower bound on epsilon at a stated confidence with the one-run
+audit of Steinke, Nasr & Jagielski ("Privacy Auditing with One (1) Training Run", NeurIPS
+2023), as implemented by jax-privacy's `CanaryScoreAuditor` (Bonferroni over thresholds).
+
+A bound above the ledger's epsilon proves, at that confidence, that the claim is false:
+"claim violated". A bound at most the claim is "consistent", which is all an audit can say:
+a one-run bound is usually far below a correct mechanism's epsilon.
+"""
+
+from __future__ import annotations
+
+import secrets
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fedscene.client.privacy import PrivacyAccount
+from fedscene.client.state import SceneState
+from fedscene.client.task import (
+    RoundRequest,
+    load_scene_dataset,
+    restore_model,
+    train_round,
+    training_seed,
+)
+from fedscene.common.config import ExperimentConfig
+from fedscene.common.data.scene import SceneDataset
+from fedscene.common.errors import ConfigError
+from fedscene.common.model import build_model
+from fedscene.common.privacy_units import shopper_rows, unit_of
+from fedscene.common.protocol import TRAINED
+from fedscene.simulations.audit import LedgerAudit, audit_ledger
+from fedscene.simulations.canaries import GradientCanaries, ShopperCanaries
+
+CONSISTENT = "consistent"
+VIOLATED = "claim violated"
+AUDIT_RUN = "empirical-audit"
+INSTALL_HINT = "pip install 'fedscene[audit]' (it brings jax-privacy's one-run auditor)"
+
+
+@dataclass(frozen=True)
+class Bound:
+    """One adversary's result: the epsilon lower bound and how its canaries scored."""
+
+    adversary: str
+    epsilon_lower: float
+    verdict: str
+    mean_score_in: float
+    mean_score_out: float
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class EmpiricalAudit:
+    """What the audit ran and found, for the terminal, `--json` and the report."""
+
+    scene: str
+    algorithm: str
+    unit: str
+    canaries: int
+    included: int
+    examples_per_canary: int
+    confidence: float
+    rounds: int
+    steps: int
+    claimed_epsilon: float
+    delta: float
+    noise_source: str
+    white_box: Bound
+    black_box: Bound
+    accounting: str
+    seconds: float
+
+    @property
+    def verdict(self) -> str:
+        """Violated when either adversary's bound passes the claim."""
+        bounds = (self.white_box, self.black_box)
+        return VIOLATED if any(b.verdict == VIOLATED for b in bounds) else CONSISTENT
+
+    def to_dict(self) -> dict:
+        return asdict(self) | {"verdict": self.verdict}
+
+
+def epsilon_lower_bound(in_scores: np.ndarray, out_scores: np.ndarray, confidence: float,
+                        delta: float) -> float:
+    """The one-run lower bound on epsilon at `confidence` from the scores of included and
+    excluded canaries (higher means "included"), with one-sided guesses and a Bonferroni
+    correction over every threshold (jax-privacy's `epsilon_one_run`)."""
+    try:
+        from jax_privacy.auditing import CanaryScoreAuditor
+    except ImportError:
+        raise ConfigError(f"the empirical audit needs jax-privacy: {INSTALL_HINT}") from None
+    if len(in_scores) == 0 or len(out_scores) == 0:
+        return 0.0
+    auditor = CanaryScoreAuditor(np.asarray(in_scores, float), np.asarray(out_scores, float))
+    return float(auditor.epsilon_one_run(significance=1.0 - confidence, delta=delta))
+
+
+def _bound(adversary: str, scores: np.ndarray, included: np.ndarray, confidence: float,
+           delta: float, claimed: float, note: str = "") -> Bound:
+    lower = epsilon_lower_bound(scores[included], scores[~included], confidence, delta)
+    return Bound(adversary, lower, VIOLATED if lower > claimed + 1e-9 else CONSISTENT,
+                 float(scores[included].mean()) if included.any() else 0.0,
+                 float(scores[~included].mean()) if (~included).any() else 0.0, note)
+
+
+def active_shopper_examples(dataset: SceneDataset) -> int:
+    """Training examples of the scene's 90th-percentile shopper (at least 1): a canary
+    shopper is an active shopper of the scene, not its median one."""
+    counts = [len(rows) for rows in shopper_rows(dataset)]
+    return max(1, int(np.percentile(counts, 90))) if counts else 1
+
+
+def run_empirical_audit(config: ExperimentConfig, scene: str, *, canaries: int = 1000,
+                        confidence: float = 0.95, algorithm: str = "local",
+                        gradient_norm: float = 10.0, examples: int | None = None,
+                        seed: int | None = None, work_dir: Path | None = None
+                        ) -> EmpiricalAudit:
+    """Audit one campaign of `scene`'s training under `config`.
+
+    Parameters: `canaries` m per adversary (each included with probability 1/2);
+    `confidence` of the bound; `algorithm` the training algorithm (its shared part goes
+    back to the scene each round as a one-scene federation's would); `gradient_norm` the
+    white-box canary's norm in clipping norms; `examples` a canary shopper's examples
+    (default: the scene's 90th-percentile shopper's); `seed` the auditor's own coins (default: OS
+    entropy); `work_dir` where the scratch state goes (default: a temporary directory).
+    """
+    if not config.privacy.enabled:
+        raise ConfigError("privacy.enabled is false: there is no claim to audit; enable it")
+    if algorithm == "centralized":
+        raise ConfigError("--algorithm centralized pools scenes; audit one scene's training "
+                          "with local, fedavg, fedper or fedrep")
+    if config.privacy.grad_sample_mode != "hooks":
+        raise ConfigError(f"privacy.grad_sample_mode = {config.privacy.grad_sample_mode!r}: "
+                          f"the white-box canaries need 'hooks'; --set "
+                          f"privacy.grad_sample_mode=hooks")
+    started = time.perf_counter()
+    rng = np.random.default_rng(secrets.randbits(128) if seed is None else seed)
+    dataset = load_scene_dataset(config, scene)
+    unit = unit_of(config.privacy)
+    examples = examples or active_shopper_examples(dataset)
+    run_seed = config.simulation.seeds[0]
+    torch.manual_seed(run_seed)
+    template = build_model(config, dataset.n_items, algorithm)
+    white = GradientCanaries.draw(template, (), canaries, unit.units_of_shopper(examples),
+                                  gradient_norm * config.privacy.max_grad_norm, rng)
+    black = ShopperCanaries.draw(dataset, canaries, examples, rng)
+    when = (np.datetime64(config.data.as_of, "s") - np.timedelta64(1, "D")
+            if config.data.as_of else dataset.train_time.max())
+    audited = black.add_to(dataset, when)
+    with tempfile.TemporaryDirectory(dir=work_dir) as scratch:
+        state = SceneState(Path(scratch) / scene, scene)
+        initial = restore_model(state, audited, _request(config, algorithm, 0, run_seed, {}))
+        shared: dict[str, torch.Tensor] = {}
+        rounds = 0
+        for round_ in range(1, config.federation.rounds + 1):
+            request = _request(config, algorithm, round_, run_seed, shared)
+            white.replay_seed(training_seed(request))
+            outcome = train_round(state, audited, request, probe=white)
+            if outcome.status != TRAINED:
+                break
+            shared, rounds = outcome.shared, round_
+        final = restore_model(state, audited, _request(config, algorithm, rounds, run_seed,
+                                                       shared))
+        ledger = PrivacyAccount.read_summary(state.directory)
+        accounting: LedgerAudit = audit_ledger(state.ledger_path)
+    claimed, delta = float(ledger["epsilon"]), float(ledger.get("delta", 0.0))
+    noise_std = float(ledger.get("noise_multiplier", 0.0)) * config.privacy.max_grad_norm
+    white_scores, replayed = white.scores(noise_std)
+    note = ("the noise regenerated from the seeds the coordinator sent explained the "
+            "updates; scored without it" if replayed else "")
+    return EmpiricalAudit(
+        scene=scene, algorithm=algorithm, unit=unit.name, canaries=canaries,
+        included=int(white.included.sum()), examples_per_canary=examples,
+        confidence=confidence, rounds=rounds, steps=int(ledger.get("steps", 0)),
+        claimed_epsilon=claimed, delta=delta,
+        noise_source=str(ledger.get("noise_source", "")),
+        white_box=_bound("white-box (every noised update; Dirac gradient canaries)",
+                         white_scores, white.included, confidence, delta, claimed, note),
+        black_box=_bound("black-box (final model; canary shoppers' logit gain)",
+                         black.scores(initial, final, audited), black.included, confidence,
+                         delta, claimed),
+        accounting=accounting.verdict, seconds=time.perf_counter() - started)
+
+
+def _request(config: ExperimentConfig, algorithm: str, round_: int, seed: int,
+             shared: dict[str, torch.Tensor]) -> RoundRequest:
+    return RoundRequest(config=config, algorithm=algorithm, round=round_, run_id=AUDIT_RUN,
+                        seed=seed, shared=shared)
