@@ -65,6 +65,11 @@ def _audit(args: argparse.Namespace) -> int:
     from fedscene.simulations.audit import audit, to_json
     from fedscene.simulations.audit_report import terminal_table, write_report
 
+    if args.empirical:
+        return _audit_empirical(args)
+    if not args.paths:
+        raise FedsceneError("fedscene audit: name at least one state directory, run "
+                            "directory or ledger (or use --empirical)")
     results = audit(args.paths, near=args.near, jobs=args.jobs)
     if args.json:
         print(to_json(results))
@@ -83,6 +88,38 @@ def _audit(args: argparse.Namespace) -> int:
         if not args.json:
             console.print(f"report written to {args.report}")
     return 0 if all(r.passed for r in results) else 1
+
+
+def _audit_empirical(args: argparse.Namespace) -> int:
+    import json
+
+    from fedscene.simulations.empirical_audit import CONSISTENT, run_empirical_audit
+    from fedscene.simulations.empirical_report import summary_line, terminal_table, write_report
+
+    if len(args.paths) > 1:
+        raise FedsceneError(f"fedscene audit --empirical takes one config (TOML), got "
+                            f"{len(args.paths)} paths: {' '.join(args.paths)}")
+    if not args.scene:
+        raise FedsceneError("fedscene audit --empirical: --scene NAME is required (a scene "
+                            "of the config's data)")
+    if not 0.5 <= args.confidence < 1.0:
+        raise FedsceneError(f"--confidence {args.confidence}: give a value in [0.5, 1)")
+    if args.canaries < 2:
+        raise FedsceneError(f"--canaries {args.canaries}: give at least 2 (1000 is usual)")
+    config = load_config(args.paths[0] if args.paths else default_config_path(), args.set)
+    result = run_empirical_audit(config, args.scene, canaries=args.canaries,
+                                 confidence=args.confidence, algorithm=args.algorithm,
+                                 examples=args.examples)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        console.print(terminal_table(result))
+        console.print(summary_line(result), soft_wrap=True)
+    if args.report:
+        write_report(result, Path(args.report))
+        if not args.json:
+            console.print(f"report written to {args.report}")
+    return 0 if result.verdict == CONSISTENT else 1
 
 
 def _deploy_certs(args: argparse.Namespace) -> int:
@@ -153,9 +190,11 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.set_defaults(run=_simulate)
 
     audit = commands.add_parser(
-        "audit", help="verify privacy ledgers and recompute epsilon; exit 0 only if all pass")
-    audit.add_argument("paths", nargs="+", metavar="STATE_DIR_OR_LEDGER",
-                       help="scene state directories, run directories or ledger files")
+        "audit", help="verify privacy ledgers and recompute epsilon, or (--empirical) bound "
+                      "what a scene's training leaks; exit 0 only if all pass")
+    audit.add_argument("paths", nargs="*", metavar="STATE_DIR_OR_LEDGER",
+                       help="scene state directories, run directories or ledger files; with "
+                            "--empirical, the TOML config (omit for the main job's)")
     audit.add_argument("--json", action="store_true", help="machine-readable output")
     audit.add_argument("--report", metavar="FILE", help="write a Markdown (.md) or HTML "
                        "(.html) report with a plot of epsilon over rounds")
@@ -163,6 +202,24 @@ def build_parser() -> argparse.ArgumentParser:
                        help="fraction of the budget from which a scene is 'near budget'")
     audit.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                        help="ledgers audited in parallel")
+    empirical = audit.add_argument_group(
+        "empirical audit", "train one scene with canary shoppers and bound epsilon from "
+                           "below (Steinke, Nasr & Jagielski 2023)")
+    empirical.add_argument("--empirical", action="store_true",
+                           help="run the one-run canary audit of a scene's training")
+    empirical.add_argument("--scene", help="the scene to audit")
+    empirical.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                           help="override a config value, e.g. privacy.epsilon=1")
+    empirical.add_argument("--canaries", type=int, default=1000,
+                           help="canary shoppers per adversary (each included w.p. 1/2)")
+    empirical.add_argument("--confidence", type=float, default=0.95,
+                           help="confidence of the lower bound")
+    empirical.add_argument("--algorithm", default="local",
+                           choices=["local", "fedavg", "fedper", "fedrep"],
+                           help="the training algorithm audited")
+    empirical.add_argument("--examples", type=int, default=None,
+                           help="training examples of a canary shopper (default: the "
+                                "scene's 90th-percentile shopper's)")
     audit.set_defaults(run=_audit)
 
     deploy = commands.add_parser(

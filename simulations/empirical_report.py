@@ -1,0 +1,71 @@
+"""Render an empirical audit: a terminal table, and a Markdown or HTML report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.table import Table
+
+from fedscene.simulations.empirical_audit import VIOLATED, Bound, EmpiricalAudit
+from fedscene.simulations.html_report import markdown_to_html
+
+COLUMNS = ("adversary", "epsilon lower bound", "claimed epsilon", "mean score in / out",
+           "verdict")
+
+
+def _row(audit: EmpiricalAudit, bound: Bound) -> list[str]:
+    return [bound.adversary, f"{bound.epsilon_lower:.3f}", f"{audit.claimed_epsilon:.3f}",
+            f"{bound.mean_score_in:.3g} / {bound.mean_score_out:.3g}", bound.verdict]
+
+
+def summary_line(audit: EmpiricalAudit) -> str:
+    """One line: what ran, the verdict and the bounds."""
+    return (f"{audit.verdict}: scene {audit.scene!r}, {audit.algorithm}, unit {audit.unit}, "
+            f"{audit.rounds} rounds ({audit.steps} steps), claimed epsilon "
+            f"{audit.claimed_epsilon:.3f} (delta {audit.delta:.3g}); lower bounds at "
+            f"{audit.confidence:.0%} confidence: white-box {audit.white_box.epsilon_lower:.3f}"
+            f", black-box {audit.black_box.epsilon_lower:.3f}; m = {audit.canaries} canary "
+            f"shoppers per adversary ({audit.included} included), {audit.seconds:.0f} s")
+
+
+def terminal_table(audit: EmpiricalAudit) -> Table:
+    table = Table(title=f"empirical privacy audit of scene {audit.scene!r} (one run, "
+                        f"{audit.canaries} canaries, {audit.confidence:.0%} confidence)")
+    for column in COLUMNS:
+        table.add_column(column)
+    for bound in (audit.white_box, audit.black_box):
+        table.add_row(*_row(audit, bound),
+                      style="bold red" if bound.verdict == VIOLATED else "green")
+    return table
+
+
+def markdown(audit: EmpiricalAudit) -> str:
+    lines = [f"# fedscene empirical privacy audit: {audit.verdict}", "",
+             summary_line(audit) + ".", "",
+             "The scene's real training (its privacy account, unit, Poisson sampling, "
+             "clipping and noise) ran one campaign with canary shoppers, each included with "
+             "probability 1/2; the adversaries scored them and the one-run bound (Steinke, "
+             "Nasr & Jagielski 2023; jax-privacy) turned the scores into a lower bound on "
+             "epsilon. A bound above the claim proves the claim false at that confidence; "
+             "one at most the claim is consistent with it (it does not prove it).", "",
+             "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(_row(audit, b)) + " |" for b in (audit.white_box,
+                                                                audit.black_box)]
+    notes = [b.note for b in (audit.white_box, audit.black_box) if b.note]
+    lines += ["", "## The run", "",
+              f"- Noise source: {audit.noise_source}",
+              f"- A canary shopper has {audit.examples_per_canary} training examples "
+              f"({audit.unit} unit).",
+              f"- The accounting audit of the run's ledger: {audit.accounting}.",
+              f"- Time: {audit.seconds:.1f} s."]
+    lines += [f"- Note: {note}." for note in notes]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(audit: EmpiricalAudit, path: Path) -> None:
+    """Markdown, or one HTML page when the file name ends in .html."""
+    text = markdown(audit)
+    if path.suffix.lower() in (".html", ".htm"):
+        path.write_text(markdown_to_html(text, path.parent, "fedscene empirical audit"))
+    else:
+        path.write_text(text)
