@@ -55,6 +55,7 @@ class Bound:
 
     adversary: str
     epsilon_lower: float
+    epsilon_ceiling: float  # what perfect guesses would prove with these canaries
     verdict: str
     mean_score_in: float
     mean_score_out: float
@@ -110,7 +111,9 @@ def epsilon_lower_bound(in_scores: np.ndarray, out_scores: np.ndarray, confidenc
 def _bound(adversary: str, scores: np.ndarray, included: np.ndarray, confidence: float,
            delta: float, claimed: float, note: str = "") -> Bound:
     lower = epsilon_lower_bound(scores[included], scores[~included], confidence, delta)
-    return Bound(adversary, lower, VIOLATED if lower > claimed + 1e-9 else CONSISTENT,
+    perfect = included.astype(float)
+    ceiling = epsilon_lower_bound(perfect[included], perfect[~included], confidence, delta)
+    return Bound(adversary, lower, ceiling, VIOLATED if lower > claimed + 1e-9 else CONSISTENT,
                  float(scores[included].mean()) if included.any() else 0.0,
                  float(scores[~included].mean()) if (~included).any() else 0.0, note)
 

@@ -9,12 +9,13 @@ from rich.table import Table
 from fedscene.simulations.empirical_audit import VIOLATED, Bound, EmpiricalAudit
 from fedscene.simulations.html_report import markdown_to_html
 
-COLUMNS = ("adversary", "epsilon lower bound", "claimed epsilon", "mean score in / out",
-           "verdict")
+COLUMNS = ("adversary", "epsilon lower bound", "claimed epsilon",
+           "most these canaries can prove", "mean score in / out", "verdict")
 
 
 def _row(audit: EmpiricalAudit, bound: Bound) -> list[str]:
     return [bound.adversary, f"{bound.epsilon_lower:.3f}", f"{audit.claimed_epsilon:.3f}",
+            f"{bound.epsilon_ceiling:.3f}",
             f"{bound.mean_score_in:.3g} / {bound.mean_score_out:.3g}", bound.verdict]
 
 
@@ -47,7 +48,10 @@ def markdown(audit: EmpiricalAudit) -> str:
              "probability 1/2; the adversaries scored them and the one-run bound (Steinke, "
              "Nasr & Jagielski 2023; jax-privacy) turned the scores into a lower bound on "
              "epsilon. A bound above the claim proves the claim false at that confidence; "
-             "one at most the claim is consistent with it (it does not prove it).", "",
+             "one at most the claim is consistent with it (it does not prove it). Perfect "
+             "guesses with m canaries prove at most the column 'most these canaries can "
+             "prove': a claim above it cannot be refuted at this m, whatever the mechanism "
+             "does (more canaries raise it).", "",
              "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(_row(audit, b)) + " |" for b in (audit.white_box,
                                                                 audit.black_box)]

@@ -40,3 +40,10 @@ def test_deployment_benchmark_runs_at_toy_size():
     result = _run("deployment")
     assert set(result) >= {"deployment", "simulation", "ratio"}
     assert result["deployment"]["client"]["train-s"] > 0  # released timings reached it
+
+
+def test_empirical_audit_benchmark_runs_at_toy_size():
+    result = _run("empirical_audit")
+    assert {row["mechanism"] for row in result["rows"]} == {
+        "real", "noise-off", "clipping-off", "seeded-noise", "example-unit"}
+    assert all(row["seconds"] > 0 and row["canaries"] == 200 for row in result["rows"])

@@ -10,11 +10,8 @@ import json
 
 import numpy as np
 import pytest
-from opacus.optimizers import optimizer as opacus_optimizer
 
-import fedscene.client.task as task
 from fedscene.common.config import load_config
-from fedscene.common.training import DPSettings
 from fedscene.simulations.cli import default_config_path, main
 from fedscene.simulations.empirical_audit import (
     CONSISTENT,
@@ -22,14 +19,18 @@ from fedscene.simulations.empirical_audit import (
     epsilon_lower_bound,
     run_empirical_audit,
 )
+from fedscene.simulations.positive_controls import CONTROLS
 
 SCENE = "toys"
 
 
-def _audit(*overrides: str, epsilon: float = 1.0):
+def _audit(control: str = "real", epsilon: float = 1.0, examples: int | None = None):
+    flaw = CONTROLS[control]
     config = load_config(default_config_path(),
-                         ["federation.rounds=2", f"privacy.epsilon={epsilon}", *overrides])
-    return run_empirical_audit(config, SCENE, canaries=1000, seed=3)
+                         ["federation.rounds=2", f"privacy.epsilon={epsilon}", *flaw.overrides])
+    with flaw.patch():
+        result = run_empirical_audit(config, SCENE, canaries=1000, seed=3, examples=examples)
+    return result
 
 
 @pytest.mark.parametrize("epsilon", [1.0, 8.0])
@@ -40,41 +41,22 @@ def test_real_mechanism_is_consistent(epsilon):
     assert result.black_box.epsilon_lower <= result.claimed_epsilon
     assert result.verdict == CONSISTENT
     assert result.white_box.note == ""  # secret noise: replaying the seeds explains nothing
+    # What perfect guesses would prove with these canaries: above a claim of 1, not of 8.
+    assert 3.0 < result.white_box.epsilon_ceiling < 6.0
 
 
-def test_noise_off_is_flagged(monkeypatch):
-    # The ledger records the calibrated noise; the steps run without it.
-    monkeypatch.setattr(task, "DPSettings",
-                        lambda sigma, clip, mode: DPSettings(0.0, clip, mode))
-    result = _audit()
+@pytest.mark.parametrize("control", ["noise-off", "clipping-off", "seeded-noise",
+                                     "example-unit"])
+def test_broken_mechanisms_are_flagged(control):
+    # A canary shopper with 20 examples: a purchase crosses about that many in this data.
+    result = _audit(control, examples=20)
     assert result.white_box.verdict == VIOLATED
-    assert result.white_box.epsilon_lower > 2 * result.claimed_epsilon
-
-
-def test_clipping_off_is_flagged(monkeypatch):
-    def sum_unclipped(self):
-        for param in self.params:
-            summed = self._get_flat_grad_sample(param).sum(0)
-            param.summed_grad = (summed if param.summed_grad is None
-                                 else param.summed_grad + summed)
-        for param in self.params:
-            opacus_optimizer._mark_as_processed(param.grad_sample)
-
-    monkeypatch.setattr(opacus_optimizer.DPOptimizer, "clip_and_accumulate", sum_unclipped)
-    result = _audit()
-    assert result.white_box.verdict == VIOLATED
-
-
-def test_noise_the_coordinator_can_regenerate_is_flagged():
-    result = _audit("privacy.reproducible_noise=true")
-    assert result.white_box.verdict == VIOLATED
-    assert "explained the updates" in result.white_box.note
-
-
-def test_example_unit_is_flagged_by_shopper_canaries():
-    result = _audit("privacy.unit=example")
-    assert result.unit == "example" and result.examples_per_canary > 1
-    assert result.white_box.verdict == VIOLATED
+    assert result.white_box.epsilon_lower > 1.5 * result.claimed_epsilon
+    assert result.verdict == VIOLATED
+    if control == "seeded-noise":
+        assert "explained the updates" in result.white_box.note
+    if control == "example-unit":
+        assert result.unit == "example" and result.examples_per_canary == 20
 
 
 def test_cli_json_report_and_exit_status(tmp_path, capsys):
