@@ -52,14 +52,12 @@ class GradientCanaries:
     included: np.ndarray
     units_per_canary: int
     norm: float
-    observed: np.ndarray = field(init=False)
-    replayed: np.ndarray = field(init=False)
     replay: torch.Generator | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self.unit_canary = np.repeat(np.flatnonzero(self.included), self.units_per_canary)
-        self.observed = np.zeros(len(self.coordinates))
-        self.replayed = np.zeros(len(self.coordinates))
+        self._steps: list[np.ndarray] = []     # per step: each canary's noised update
+        self._replayed: list[np.ndarray] = []  # per step: the replayed standard normals
         self._by_param: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         names = np.array([name for name, _ in self.coordinates])
         flat = np.array([index for _, index in self.coordinates], dtype=np.int64)
@@ -105,23 +103,42 @@ class GradientCanaries:
         return rows
 
     def observe(self, params: list[tuple[str, nn.Parameter]], batch_size: float) -> None:
+        step = np.full(len(self.coordinates), np.nan)
+        replayed = np.zeros(len(self.coordinates))
         for name, param in params:
             noise = (torch.normal(0.0, 1.0, size=param.shape, generator=self.replay)
                      if self.replay is not None else None)
             if name not in self._by_param or param.grad is None:
                 continue
             rows, flat = self._by_param[name]
-            self.observed[rows] += param.grad.detach().reshape(-1)[flat].numpy() * batch_size
+            step[rows] = param.grad.detach().reshape(-1)[flat].numpy() * batch_size
             if noise is not None:
-                self.replayed[rows] += noise.reshape(-1)[flat].numpy()
+                replayed[rows] = noise.reshape(-1)[flat].numpy()
+        self._steps.append(step)
+        self._replayed.append(replayed)
 
-    def scores(self, noise_std: float) -> tuple[np.ndarray, bool]:
-        """Each canary's score, and whether the replayed noise explained the updates (then
-        the scores are the updates less that noise, `noise_std` x the replayed draws)."""
-        residual = self.observed - noise_std * self.replayed
-        explained = bool(noise_std > 0 and np.any(self.replayed) and
-                         np.sum(residual ** 2) < (1 - EXPLAINED) * np.sum(self.observed ** 2))
-        return (residual if explained else self.observed), explained
+    def scores(self, noise_std: float, clip: float, sample_rate: float
+               ) -> tuple[np.ndarray, bool]:
+        """Each canary's score, and whether the replayed noise explained the updates.
+
+        The score is the log-likelihood ratio of the canary's observed coordinate over the
+        steps, "sampled with probability q, adding the clipped canary `clip`" against
+        "absent", under Gaussian noise of `noise_std` (the ledger's): per step
+        log(1 - q + q exp((x clip - clip^2 / 2) / noise_std^2)). It weighs the steps where
+        a canary stands out instead of summing the noise of every step it sat out. When
+        the replayed noise explains the updates, x is the update less that noise.
+        """
+        observed = np.nan_to_num(np.array(self._steps).reshape(-1, len(self.coordinates)))
+        replayed = np.array(self._replayed).reshape(observed.shape)
+        residual = observed - noise_std * replayed
+        explained = bool(noise_std > 0 and np.any(replayed) and
+                         np.sum(residual ** 2) < (1 - EXPLAINED) * np.sum(observed ** 2))
+        x = residual if explained else observed
+        if noise_std <= 0:
+            return x.sum(axis=0), explained
+        exponent = (x * clip - clip ** 2 / 2) / noise_std ** 2
+        per_step = np.logaddexp(np.log1p(-sample_rate), np.log(sample_rate) + exponent)
+        return per_step.sum(axis=0), explained
 
 
 @dataclass(frozen=True)

@@ -67,6 +67,9 @@ def _audit(args: argparse.Namespace) -> int:
 
     if args.empirical:
         return _audit_empirical(args)
+    if args.scene or args.set:
+        raise FedsceneError("fedscene audit: --scene and --set belong to --empirical; add it, "
+                            "or drop them to audit ledgers")
     if not args.paths:
         raise FedsceneError("fedscene audit: name at least one state directory, run "
                             "directory or ledger (or use --empirical)")

@@ -93,18 +93,23 @@ class EmpiricalAudit:
         return asdict(self) | {"verdict": self.verdict}
 
 
+def _auditor_class():
+    """jax-privacy's one-run auditor, or a one-line error saying what to install."""
+    try:
+        from jax_privacy.auditing import CanaryScoreAuditor
+    except ImportError:
+        raise ConfigError(f"the empirical audit needs jax-privacy: {INSTALL_HINT}") from None
+    return CanaryScoreAuditor
+
+
 def epsilon_lower_bound(in_scores: np.ndarray, out_scores: np.ndarray, confidence: float,
                         delta: float) -> float:
     """The one-run lower bound on epsilon at `confidence` from the scores of included and
     excluded canaries (higher means "included"), with one-sided guesses and a Bonferroni
     correction over every threshold (jax-privacy's `epsilon_one_run`)."""
-    try:
-        from jax_privacy.auditing import CanaryScoreAuditor
-    except ImportError:
-        raise ConfigError(f"the empirical audit needs jax-privacy: {INSTALL_HINT}") from None
     if len(in_scores) == 0 or len(out_scores) == 0:
         return 0.0
-    auditor = CanaryScoreAuditor(np.asarray(in_scores, float), np.asarray(out_scores, float))
+    auditor = _auditor_class()(np.asarray(in_scores, float), np.asarray(out_scores, float))
     return float(auditor.epsilon_one_run(significance=1.0 - confidence, delta=delta))
 
 
@@ -148,6 +153,7 @@ def run_empirical_audit(config: ExperimentConfig, scene: str, *, canaries: int =
         raise ConfigError(f"privacy.grad_sample_mode = {config.privacy.grad_sample_mode!r}: "
                           f"the white-box canaries need 'hooks'; --set "
                           f"privacy.grad_sample_mode=hooks")
+    _auditor_class()  # refuse before the training, not after it
     started = time.perf_counter()
     rng = np.random.default_rng(secrets.randbits(128) if seed is None else seed)
     dataset = load_scene_dataset(config, scene)
@@ -179,8 +185,9 @@ def run_empirical_audit(config: ExperimentConfig, scene: str, *, canaries: int =
         ledger = PrivacyAccount.read_summary(state.directory)
         accounting: LedgerAudit = audit_ledger(state.ledger_path)
     claimed, delta = float(ledger["epsilon"]), float(ledger.get("delta", 0.0))
-    noise_std = float(ledger.get("noise_multiplier", 0.0)) * config.privacy.max_grad_norm
-    white_scores, replayed = white.scores(noise_std)
+    clip = config.privacy.max_grad_norm
+    noise_std = float(ledger.get("noise_multiplier", 0.0)) * clip
+    white_scores, replayed = white.scores(noise_std, clip, float(ledger.get("sample_rate", 1)))
     note = ("the noise regenerated from the seeds the coordinator sent explained the "
             "updates; scored without it" if replayed else "")
     return EmpiricalAudit(

@@ -46,13 +46,32 @@ def test_replayed_noise_is_used_only_when_it_explains_the_updates():
         param.grad = torch.normal(0.0, 3.0, size=param.shape, generator=source)
     canaries.replay_seed(5)
     canaries.observe(named, batch_size=1.0)
-    scores, explained = canaries.scores(noise_std=3.0)
-    assert explained and np.allclose(scores, 0.0, atol=1e-5)
+    scores, explained = canaries.scores(noise_std=3.0, clip=1.0, sample_rate=0.1)
+    # Less the replayed noise nothing is left: every canary scores as absent.
+    absent = np.log(0.9 + 0.1 * np.exp(-0.5 / 9.0))
+    assert explained and np.allclose(scores, absent, atol=1e-6)
     other = GradientCanaries.draw(model, (), 8, 1, 1.0, np.random.default_rng(2))
     other.replay_seed(6)  # a seed it does not know the noise came from
     other.observe(named, batch_size=1.0)
-    scores, explained = other.scores(noise_std=3.0)
-    assert not explained and np.array_equal(scores, other.observed)
+    scores, explained = other.scores(noise_std=3.0, clip=1.0, sample_rate=0.1)
+    assert not explained and not np.allclose(scores, absent, atol=1e-3)
+
+
+def test_a_canary_that_stands_out_in_one_step_outscores_one_spread_over_all():
+    model = _model()
+    canaries = GradientCanaries.draw(model, (), 2, 1, 1.0, np.random.default_rng(4))
+    named = list(model.named_parameters())
+    index = {name: i for i, (name, _) in enumerate(named)}
+    for step in range(10):
+        for _, param in named:
+            param.grad = torch.zeros_like(param)
+        for canary, (name, flat) in enumerate(canaries.coordinates):
+            # Both sum to 1 over the steps: canary 0 all at once, canary 1 a tenth a step.
+            value = (1.0 if step == 0 else 0.0) if canary == 0 else 0.1
+            named[index[name]][1].grad.view(-1)[flat] = value
+        canaries.observe(named, batch_size=1.0)
+    scores, _ = canaries.scores(noise_std=0.3, clip=1.0, sample_rate=0.1)
+    assert scores[0] > scores[1]
 
 
 def test_canary_shoppers_join_the_scene_as_new_shoppers(small_scene):
