@@ -19,22 +19,15 @@ import torch
 from fedscene.client.prior import set_prior
 from fedscene.client.privacy import BudgetSpent, PrivacyAccount
 from fedscene.client.state import SceneState, params_digest
+from fedscene.common.algorithms import Phase, shared_prefixes
+from fedscene.common.algorithms import algorithm as algorithm_named
 from fedscene.common.config import DataConfig, ExperimentConfig, ModelConfig
 from fedscene.common.data import RawDataset, SceneDataset, build_scene, load_raw_dataset
 from fedscene.common.data.scene import Window, recent_training
 from fedscene.common.errors import FedsceneError
 from fedscene.common.evaluation import evaluate_users, model_scorer
 from fedscene.common.metrics import METRICS, summarize
-from fedscene.common.model import (
-    DISC,
-    ENCODER,
-    HEAD,
-    SceneModel,
-    build_model,
-    is_shared,
-    shared_prefixes,
-    split_state,
-)
+from fedscene.common.model import SceneModel, build_model, is_shared, split_state
 from fedscene.common.privacy_units import unit_of
 from fedscene.common.protocol import BUDGET_EXHAUSTED, NUM_EXAMPLES, TRAINED
 from fedscene.common.randomness import noise_source
@@ -96,16 +89,18 @@ def alignment_of(config: ExperimentConfig, algorithm: str, scene: str) -> Alignm
                      anchored_steps=config.alignment.discriminator_steps)
 
 
-def steps_per_round(config: ExperimentConfig, algorithm: str, units: int,
-                    unlabelled: bool = False) -> tuple[float, int, int]:
-    """(sample rate, head-only steps, joint/encoder steps) of one round over `units` privacy
-    units. Only fedrep has a head-only phase, and not for an unlabelled scene, which has no
-    target to fit a head to."""
+def phase_epochs(config: ExperimentConfig, phase: Phase) -> float:
+    """How many passes over the scene's units a phase of a round makes."""
+    return config.training.head_epochs if phase.head_epochs else config.training.local_epochs
+
+
+def steps_per_round(config: ExperimentConfig, phases: list[Phase], units: int
+                    ) -> tuple[float, list[int]]:
+    """(sample rate, steps of each phase) of one round over `units` privacy units."""
     batch = config.training.batch_size
-    rate, steps = sample_rate_and_steps(units, batch, config.training.local_epochs)
-    head_steps = (sample_rate_and_steps(units, batch, config.training.head_epochs)[1]
-                  if algorithm == "fedrep" and not unlabelled else 0)
-    return rate, head_steps, steps
+    rate = sample_rate_and_steps(units, batch, config.training.local_epochs)[0]
+    return rate, [sample_rate_and_steps(units, batch, phase_epochs(config, phase))[1]
+                  for phase in phases]
 
 
 def restore_model(state: SceneState, dataset: SceneDataset, request: RoundRequest
@@ -149,10 +144,11 @@ def train_round(state: SceneState, dataset: SceneDataset, request: RoundRequest,
     prefixes = shared_prefixes(algorithm, config.aligned(algorithm))
     alignment = alignment_of(config, algorithm, state.scene)
     unlabelled = alignment is not None and not alignment.labelled
+    phases = algorithm_named(algorithm).phases(unlabelled, aligned=alignment is not None)
     unit = unit_of(config.privacy)
     units = unit.count(dataset) + (probe.extra_units if probe else 0)
-    rate, head_steps, steps = steps_per_round(config, algorithm, units, unlabelled)
-    total = head_steps + steps
+    rate, planned = steps_per_round(config, phases, units)
+    total = sum(planned)
     account = PrivacyAccount(state, config.privacy)
     model = restore_model(state, dataset, request)
     randomness = noise_source(config.privacy.reproducible_noise, training_seed(request))
@@ -176,22 +172,20 @@ def train_round(state: SceneState, dataset: SceneDataset, request: RoundRequest,
                          config.federation.proximal_mu)
                 if config.federation.proximal_mu > 0 and request.shared else None)
     negatives = config.data.train_negatives
-    losses, ran = [], 0
-    if head_steps:
+    losses, ran, head_steps = [], 0, 0
+    for phase in phases:
+        # The head-only phase trains the head to the current encoder: no proximal term
+        # (it pulls the shared part) and no adversarial term (it trains the encoder).
+        joint = not phase.head_epochs
         report = train_local(model, dataset, negatives, config.training,
-                             epochs=config.training.head_epochs, unit=unit,
-                             randomness=randomness, trainable=(HEAD,), dp=dp, probe=probe)
+                             epochs=phase_epochs(config, phase), unit=unit,
+                             randomness=randomness, trainable=phase.trainable, dp=dp,
+                             proximal=proximal if joint else None,
+                             alignment=alignment if joint else None, probe=probe)
         losses.append(report.mean_loss)
         ran += report.steps
-    trainable: tuple[str, ...] = ()
-    if algorithm == "fedrep" or unlabelled:
-        trainable = (ENCODER, DISC) if alignment else (ENCODER,)
-    report = train_local(model, dataset, negatives, config.training,
-                         epochs=config.training.local_epochs, unit=unit, randomness=randomness,
-                         trainable=trainable, dp=dp, proximal=proximal, alignment=alignment,
-                         probe=probe)
-    losses.append(report.mean_loss)
-    report = replace(report, steps=ran + report.steps)  # both phases, as they ran
+        head_steps += 0 if joint else report.steps
+    report = replace(report, steps=ran)  # every phase, as they ran
     shared, local = split_state(model.state_dict(), prefixes)
     extra: dict[str, Any] = {"head_steps": head_steps, "local_state_in": digest_in,
                               "local_state_out": params_digest(local)}

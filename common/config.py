@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from fedscene.common.algorithms import algorithm as algorithm_named
 from fedscene.common.errors import ConfigError
 
 Algorithm = Literal["local", "fedavg", "fedper", "fedrep", "centralized"]
@@ -339,6 +340,42 @@ class ExperimentConfig(_Strict):
                                  f"e.g. \"2011-12-10\"") from None
         return self
 
+    @model_validator(mode="after")
+    def _fields_agree(self) -> ExperimentConfig:
+        """Rules that span sections, checked when the config loads, before any data is read
+        or anything trains: each mistake is refused with the keys it involves."""
+        problem = self._disagreement()
+        if problem:
+            raise ValueError(problem)
+        return self
+
+    def _disagreement(self) -> str | None:
+        scenes, transfer = self.data.scenes, self.transfer
+        source_arms = [a for a in transfer.arms if a in ("probe", "finetune", "zeroshot")]
+        if transfer.targets and source_arms and transfer.source not in self.simulation.arms:
+            return (f"transfer.source = {transfer.source!r} is not in simulation.arms "
+                    f"{self.simulation.arms}: the transfer arms {source_arms} start from its "
+                    f"encoder; add it to simulation.arms or pick one of them")
+        if transfer.targets and source_arms and self.simulation.privacy_sweep:
+            return ("simulation.privacy_sweep with transfer.targets: the transfer arms "
+                    f"{source_arms} start from one federated arm at one privacy setting; "
+                    "drop simulation.privacy_sweep (run the sweep without transfer) or "
+                    "transfer.targets")
+        known = [*scenes, *[t for t in transfer.targets if t not in scenes]]
+        for key, named in (("privacy.scenes", list(self.privacy.scenes)),
+                           ("alignment.unlabelled", self.alignment.unlabelled)):
+            unknown = [n for n in named if known and n not in known]
+            if unknown:
+                return (f"{key} names {unknown}, not among data.scenes or transfer.targets "
+                        f"{known}; fix the names or list the scenes")
+        if self.alignment.unlabelled and not self.alignment.enabled:
+            return ("alignment.unlabelled is set but alignment.enabled is false: unlabelled "
+                    "scenes join only an aligned federation; enable it or empty the list")
+        if self.alignment.enabled and not scenes:
+            return ("alignment.enabled needs data.scenes: each federating scene's place "
+                    "there is its domain class; list the scenes")
+        return None
+
     def domain_index(self, scene: str) -> int:
         """The scene's class for the domain discriminator: its place in `data.scenes`."""
         if scene not in self.data.scenes:
@@ -348,8 +385,8 @@ class ExperimentConfig(_Strict):
         return self.data.scenes.index(scene)
 
     def aligned(self, algorithm: str) -> bool:
-        """Alignment needs a shared encoder: it applies to the federated algorithms only."""
-        return self.alignment.enabled and algorithm in ("fedavg", "fedper", "fedrep")
+        """Alignment needs a shared encoder: it applies to algorithms that share one."""
+        return self.alignment.enabled and algorithm_named(algorithm).alignable
 
     def to_json(self) -> str:
         return self.model_dump_json()

@@ -20,13 +20,9 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
+from fedscene.common.algorithms import LOCAL_IDS
 from fedscene.common.batches import ModelInputs
 from fedscene.common.config import ExperimentConfig, ModelConfig
-
-ENCODER = "encoder."
-HEAD = "head."
-LOCAL_IDS = "head.local_ids."
-DISC = "disc."
 
 
 class SharedEncoder(nn.Module):
@@ -240,17 +236,6 @@ def build_model(config: ExperimentConfig, n_items: int, algorithm: str) -> Scene
     `data.scenes` when the run is aligned."""
     domains = len(config.data.scenes) if config.aligned(algorithm) else 0
     return SceneModel(config.model, n_items, domains)
-
-
-def shared_prefixes(algorithm: str, aligned: bool = False) -> tuple[str, ...]:
-    """Which parameter groups an algorithm sends to the server (plus `disc.` if aligned)."""
-    if algorithm == "fedavg":
-        groups: tuple[str, ...] = (ENCODER, HEAD)
-    elif algorithm in ("fedper", "fedrep"):
-        groups = (ENCODER,)
-    else:
-        return ()
-    return groups + (DISC,) if aligned else groups
 
 
 def is_shared(name: str, prefixes: tuple[str, ...]) -> bool:

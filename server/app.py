@@ -13,6 +13,7 @@ from pathlib import Path
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
+from fedscene.common.algorithms import DEPLOYMENT_DEFAULT
 from fedscene.common.config import ExperimentConfig, load_config, refuse_reproducible_noise
 from fedscene.server.federation import FederationOutcome, run_federation
 from fedscene.server.strategy import ReplyObserver
@@ -27,7 +28,7 @@ def main(grid: Grid, context: Context) -> None:
     config = load_config(str(run_config.get("config-path", "")) or None)
     refuse_reproducible_noise(config, str(run_config.get("config-path", "")) or "defaults")
     nodes = len(config.data.scenes) or int(run_config.get("num-nodes", 0))
-    run_federation(grid, config, algorithm=str(run_config.get("algorithm", "fedper")),
+    run_federation(grid, config, algorithm=str(run_config.get("algorithm", DEPLOYMENT_DEFAULT)),
                    num_nodes=nodes, out_dir=Path(str(run_config.get("out-dir", "fedscene-run"))),
                    seed=config.simulation.seeds[0], run_id=uuid.uuid4().hex)
 

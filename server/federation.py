@@ -12,9 +12,11 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
 from flwr.serverapp import Grid
 
+from fedscene.common.algorithms import algorithm as algorithm_named
+from fedscene.common.algorithms import federated_names, shared_prefixes
 from fedscene.common.config import ExperimentConfig
 from fedscene.common.errors import ConfigError
-from fedscene.common.model import build_model, shared_prefixes, split_state
+from fedscene.common.model import build_model, split_state
 from fedscene.common.protocol import ALGORITHM, CONFIG_JSON, RUN_ID, SEED, STATE_ROOT
 from fedscene.server.strategy import ReplyObserver, SceneStrategy
 
@@ -51,9 +53,9 @@ def run_federation(grid: Grid, config: ExperimentConfig, *, algorithm: str, num_
                    out_dir: Path, seed: int, run_id: str,
                    observer: ReplyObserver | None = None) -> FederationOutcome:
     """Train `algorithm` for `federation.rounds` rounds; write checkpoints and the outcome."""
-    if algorithm not in ("local", "fedavg", "fedper", "fedrep"):
-        raise ConfigError(f"algorithm {algorithm!r} is not federated; use local, fedavg, "
-                          f"fedper or fedrep (centralized runs without Flower)")
+    if not algorithm_named(algorithm).federated:
+        raise ConfigError(f"algorithm {algorithm!r} is not federated; use one of "
+                          f"{', '.join(federated_names())} ({algorithm} runs without Flower)")
     federation = config.federation
     strategy = SceneStrategy(num_nodes, server_learning_rate=federation.server_learning_rate,
                              server_momentum=federation.server_momentum,

@@ -11,6 +11,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from fedscene.common.algorithms import DEPLOYMENT_DEFAULT, federated_names, reference_name
 from fedscene.common.config import load_config, refuse_reproducible_noise
 from fedscene.common.errors import FedsceneError
 from fedscene.simulations.deploy import DEFAULT_PORT
@@ -217,8 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
                            help="canary shoppers per adversary (each included w.p. 1/2)")
     empirical.add_argument("--confidence", type=float, default=0.95,
                            help="confidence of the lower bound")
-    empirical.add_argument("--algorithm", default="local",
-                           choices=["local", "fedavg", "fedper", "fedrep"],
+    empirical.add_argument("--algorithm", default=reference_name(),
+                           choices=federated_names(),
                            help="the training algorithm audited")
     empirical.add_argument("--examples", type=int, default=None,
                            help="training examples of a canary shopper (default: the "
@@ -249,8 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     coordinator.add_argument("--database", default="superlink.db")
     coordinator.add_argument("--connection", default="fedscene")
     coordinator.add_argument("--config", help="fedscene TOML the run uses")
-    coordinator.add_argument("--algorithm", default="fedper",
-                             choices=["local", "fedavg", "fedper", "fedrep"])
+    coordinator.add_argument("--algorithm", default=DEPLOYMENT_DEFAULT, choices=federated_names())
     coordinator.add_argument("--out-dir", default="fedscene-run")
     coordinator.set_defaults(run=_deploy_coordinator)
     partner = deploy_commands.add_parser("partner", help="print a partner's command")

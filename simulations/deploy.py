@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from fedscene.common.algorithms import DEPLOYMENT_DEFAULT
 from fedscene.common.errors import FedsceneError
 
 # Flower 1.41 serves the Fleet, Control and Runtime APIs from one HTTPS server.
@@ -116,7 +117,7 @@ def _command(*parts: str) -> str:
 def coordinator_commands(certs: Path, database: Path, public_keys: list[Path],
                          listen: str = "0.0.0.0", port: int = DEFAULT_PORT,
                          connection: str = "fedscene", config_path: str = "",
-                         algorithm: str = "fedper", out_dir: str = "fedscene-run",
+                         algorithm: str = DEPLOYMENT_DEFAULT, out_dir: str = "fedscene-run",
                          num_nodes: int = 0) -> list[str]:
     """Start the SuperLink, register partners, start a run."""
     superlink = _command(

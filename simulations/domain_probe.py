@@ -15,10 +15,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from fedscene.common.algorithms import ENCODER
 from fedscene.common.batches import gather_inputs
 from fedscene.common.config import ExperimentConfig
 from fedscene.common.data import SceneDataset
-from fedscene.common.model import ENCODER, SceneModel
+from fedscene.common.model import SceneModel
 
 MAX_PER_SCENE = 300
 

@@ -34,6 +34,8 @@ from fedscene.client.task import (
     train_round,
     training_seed,
 )
+from fedscene.common.algorithms import algorithm as algorithm_named
+from fedscene.common.algorithms import federated_names, reference_name
 from fedscene.common.config import ExperimentConfig
 from fedscene.common.data.scene import SceneDataset
 from fedscene.common.errors import ConfigError
@@ -131,14 +133,15 @@ def active_shopper_examples(dataset: SceneDataset) -> int:
 
 
 def run_empirical_audit(config: ExperimentConfig, scene: str, *, canaries: int = 1000,
-                        confidence: float = 0.95, algorithm: str = "local",
+                        confidence: float = 0.95, algorithm: str | None = None,
                         gradient_norm: float = 10.0, examples: int | None = None,
                         seed: int | None = None, work_dir: Path | None = None
                         ) -> EmpiricalAudit:
     """Audit one campaign of `scene`'s training under `config`.
 
     Parameters: `canaries` m per adversary (each included with probability 1/2);
-    `confidence` of the bound; `algorithm` the training algorithm (its shared part goes
+    `confidence` of the bound; `algorithm` the training algorithm (default the reference,
+    `local`; a shared part goes
     back to the scene each round as a one-scene federation's would); `gradient_norm` the
     white-box canary's norm in clipping norms; `examples` a canary shopper's examples
     (default: the scene's 90th-percentile shopper's); `seed` the auditor's own coins (default: OS
@@ -146,9 +149,10 @@ def run_empirical_audit(config: ExperimentConfig, scene: str, *, canaries: int =
     """
     if not config.privacy.enabled:
         raise ConfigError("privacy.enabled is false: there is no claim to audit; enable it")
-    if algorithm == "centralized":
-        raise ConfigError("--algorithm centralized pools scenes; audit one scene's training "
-                          "with local, fedavg, fedper or fedrep")
+    algorithm = algorithm or reference_name()
+    if not algorithm_named(algorithm).federated:
+        raise ConfigError(f"--algorithm {algorithm} pools scenes; audit one scene's training "
+                          f"with one of {', '.join(federated_names())}")
     if config.privacy.grad_sample_mode != "hooks":
         raise ConfigError(f"privacy.grad_sample_mode = {config.privacy.grad_sample_mode!r}: "
                           f"the white-box canaries need 'hooks'; --set "

@@ -13,6 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from fedscene.common.algorithms import algorithm as algorithm_named
 from fedscene.common.metrics import PRIMARY  # noqa: E402
 from fedscene.simulations.html_report import write_html  # noqa: E402
 from fedscene.simulations.results import json_safe  # noqa: E402
@@ -104,8 +105,8 @@ def _plot_privacy_utility(out_dir: Path, results: dict[str, Any], metric: str) -
     settings = sorted({s for row in table.values() for s in row}, key=_setting_order)
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     for algorithm, row in table.items():
-        if algorithm == "centralized":
-            ax.axhline(row["no DP"], color="grey", ls="--", label="centralized (no DP)")
+        if not algorithm_named(algorithm).private:
+            ax.axhline(row["no DP"], color="grey", ls="--", label=f"{algorithm} (no DP)")
             continue
         xs = [i for i, s in enumerate(settings) if s in row]
         ax.plot(xs, [row[settings[i]] for i in xs], marker="o", label=algorithm)

@@ -26,6 +26,8 @@ import numpy as np
 import torch
 
 from fedscene.client.privacy import PrivacyAccount
+from fedscene.common.algorithms import algorithm as algorithm_named
+from fedscene.common.algorithms import reference_name
 from fedscene.common.config import ExperimentConfig
 from fedscene.common.data import SceneDataset, build_scene, load_raw_dataset, resolve_scenes
 from fedscene.common.errors import FedsceneError
@@ -131,6 +133,10 @@ def build_datasets(config: ExperimentConfig) -> RunData:
     if missing:
         raise FedsceneError(f"transfer.targets: {missing} not among the usable scenes "
                             f"({', '.join(everything)}); check the names or data.min_users")
+    unknown = [s for s in config.privacy.scenes if s not in everything]
+    if unknown:  # data.scenes was empty, so the config alone could not tell
+        raise FedsceneError(f"privacy.scenes names {unknown}, not among the usable scenes "
+                            f"({', '.join(everything)}); fix the names")
     federated = [s for s in everything if s not in targets]
     if not federated:
         raise FedsceneError("transfer.targets holds every scene; leave some to federate")
@@ -203,6 +209,7 @@ def plan_arms(config: ExperimentConfig) -> list[ArmPlan]:
     settings = _privacy_settings(plain)
     plans = []
     transfer = config.transfer
+    reference = reference_name()
     if transfer.targets and "meta" in transfer.arms:
         # The meta arm's encoder: the source algorithm with few inner steps and a Reptile
         # outer step, so that a few local steps adapt it.
@@ -212,21 +219,21 @@ def plan_arms(config: ExperimentConfig) -> list[ArmPlan]:
             "training": config.training.model_copy(
                 update={"local_epochs": transfer.meta_local_epochs})})
         plans.append(ArmPlan(f"{transfer.source}-reptile", transfer.source,
-                             settings[0][1], meta, baseline="local"))
-    for algorithm in config.simulation.arms:
-        if algorithm == "centralized":
-            plans.append(ArmPlan("centralized", "centralized", "no DP", plain))
+                             settings[0][1], meta, baseline=reference))
+    for name in config.simulation.arms:
+        if not algorithm_named(name).private:
+            plans.append(ArmPlan(name, name, "no DP", plain))
             continue
         for suffix, label, variant in settings:
-            plans.append(ArmPlan(algorithm + suffix, algorithm, label, variant,
-                                 baseline="local" + suffix))
-            if config.alignment.enabled and algorithm != "local":
-                plans.append(ArmPlan(f"{algorithm}-dann{suffix}", algorithm, label,
-                                     aligned_variant(variant), baseline="local" + suffix))
+            plans.append(ArmPlan(name + suffix, name, label, variant,
+                                 baseline=reference + suffix))
+            if config.alignment.enabled and algorithm_named(name).alignable:
+                plans.append(ArmPlan(f"{name}-dann{suffix}", name, label,
+                                     aligned_variant(variant), baseline=reference + suffix))
     dann = f"{transfer.source}-dann"
     if transfer.targets and "dann" in transfer.arms and dann not in {p.label for p in plans}:
         plans.append(ArmPlan(dann, transfer.source, settings[0][1],
-                             aligned_variant(settings[0][2]), baseline="local"))
+                             aligned_variant(settings[0][2]), baseline=reference))
     return plans
 
 
@@ -247,7 +254,7 @@ def _run_plan(plan: ArmPlan, datasets: list[SceneDataset], out_dir: Path, run_id
     for seed in config.simulation.seeds:
         arm_dir = out_dir / "arms" / f"{plan.label}-seed{seed}"
         progress(f"{plan.label} (seed {seed}): {rounds} rounds ...")
-        if plan.algorithm == "centralized":
+        if not algorithm_named(plan.algorithm).federated:
             final, rows = run_centralized(config, datasets, seed)
             for scene, values in final.items():
                 runs[scene].append(values)
@@ -308,7 +315,7 @@ def run_experiment(config: ExperimentConfig, out_dir: Path, *, overwrite: bool =
         round_rows += rows
     for plan in plans:
         base = plan.baseline  # local under the same privacy
-        if plan.algorithm == "local" or base not in per_user:
+        if algorithm_named(plan.algorithm).reference or base not in per_user:
             continue
         arms[plan.label]["gain_over_local"] = {
             d.scene: gain(per_user[plan.label][d.scene], per_user[base][d.scene], samples, 0)
@@ -392,7 +399,7 @@ def _separability(config: ExperimentConfig, plans: list[ArmPlan],
     seed = config.simulation.seeds[0]
     out: dict[str, Any] = {}
     for plan in plans:
-        if plan.algorithm not in ("fedavg", "fedper", "fedrep") or len(datasets) < 2:
+        if not algorithm_named(plan.algorithm).shares or len(datasets) < 2:
             continue
         path = checkpoint_path(out_dir / "arms" / f"{plan.label}-seed{seed}",
                                plan.config.federation.rounds)

@@ -33,13 +33,14 @@ import torch
 from fedscene.client.prior import set_prior
 from fedscene.client.privacy import PrivacyAccount
 from fedscene.client.state import SceneState
+from fedscene.common.algorithms import ENCODER, HEAD, LOCAL_IDS
 from fedscene.common.config import ExperimentConfig
 from fedscene.common.data import SceneDataset
 from fedscene.common.data.scene import with_training_rows
 from fedscene.common.errors import FedsceneError
 from fedscene.common.evaluation import encoder_scorer, evaluate_users, model_scorer
 from fedscene.common.metrics import PRIMARY
-from fedscene.common.model import ENCODER, HEAD, LOCAL_IDS, SceneModel
+from fedscene.common.model import SceneModel
 from fedscene.common.privacy_units import unit_of
 from fedscene.common.protocol import scene_dirname
 from fedscene.common.randomness import noise_source

@@ -11,12 +11,13 @@ from fedscene.client.prior import set_prior
 from fedscene.client.privacy import PrivacyAccount
 from fedscene.client.state import SceneState
 from fedscene.client.task import RoundRequest, train_round
+from fedscene.common.algorithms import shared_prefixes
 from fedscene.common.config import DataConfig, ExperimentConfig, ModelConfig
 from fedscene.common.data import build_scene, load_raw_dataset
 from fedscene.common.data.scene import Window, with_training_rows
 from fedscene.common.evaluation import evaluate_users, model_scorer
 from fedscene.common.ledger import read_ledger
-from fedscene.common.model import SceneModel, shared_prefixes, split_state
+from fedscene.common.model import SceneModel, split_state
 from fedscene.common.popularity import bounded_counts, exact_counts
 from fedscene.common.randomness import reproducible_source, secret_source
 from fedscene.simulations.audit import audit_ledger

@@ -9,15 +9,14 @@ import numpy as np
 import pytest
 import torch
 
+from fedscene.common.algorithms import DISC, shared_prefixes
 from fedscene.common.config import ExperimentConfig, TrainingConfig
 from fedscene.common.data import build_scene, load_raw_dataset
 from fedscene.common.errors import ConfigError
 from fedscene.common.model import (
-    DISC,
     SceneModel,
     build_model,
     reverse_gradient,
-    shared_prefixes,
     split_state,
 )
 from fedscene.common.privacy_units import ExampleUnit

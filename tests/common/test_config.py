@@ -72,3 +72,34 @@ def test_time_windows_need_a_public_end_date():
         parse_config({"data": {"as_of": "last week"}}, "run.toml")
     assert parse_config({"model": {"popularity_days": 90}, "data": {"as_of": "2011-12-10"}},
                         "run.toml").data.as_of == "2011-12-10"
+
+
+
+# Each on top of a config with scenes, one transfer target and the default arms.
+BASE = ['data.scenes=["a", "b"]', 'transfer.targets=["t"]', 'transfer.arms=["local", "probe"]']
+CROSS_FIELD_MISTAKES = {
+    # transfer.source must be an arm that trains, and at one privacy setting.
+    "source not an arm": (['simulation.arms=["local", "fedper"]', 'transfer.source="fedavg"'],
+                          "transfer.source"),
+    "source under a sweep": (["simulation.privacy_sweep=[1, 8]"], "simulation.privacy_sweep"),
+    "budget for no scene": (["privacy.scenes.atlantis.epsilon=2"], "privacy.scenes"),
+    "unlabelled not a scene": (["alignment.enabled=true", 'alignment.unlabelled=["atlantis"]'],
+                               "alignment.unlabelled"),
+    "unlabelled without alignment": (['alignment.unlabelled=["a"]'], "alignment.enabled"),
+    "alignment without scenes": (["alignment.enabled=true", "data.scenes=[]"], "data.scenes"),
+}
+
+
+@pytest.mark.parametrize("mistake", sorted(CROSS_FIELD_MISTAKES))
+def test_cross_field_mistakes_are_refused_at_load(mistake):
+    overrides, key = CROSS_FIELD_MISTAKES[mistake]
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")) as error:
+        load_config(None, BASE + overrides)
+    assert "\n" not in str(error.value)
+
+
+def test_the_rules_accept_what_they_should():
+    load_config(None, BASE)  # source fedper is among the default arms
+    load_config(None, BASE + ["simulation.privacy_sweep=[1, 8]", 'transfer.arms=["local"]'])
+    load_config(None, BASE + ["alignment.enabled=true", 'alignment.unlabelled=["b"]',
+                              "privacy.scenes.t.epsilon=2"])

@@ -5,6 +5,7 @@ import pytest
 import torch
 from opacus.validators import ModuleValidator
 
+from fedscene.common.algorithms import shared_prefixes
 from fedscene.common.batches import history_inputs, item_inputs
 from fedscene.common.config import TrainingConfig
 from fedscene.common.data import build_scene, load_raw_dataset
@@ -12,7 +13,6 @@ from fedscene.common.evaluation import evaluate_users, model_scorer
 from fedscene.common.model import (
     SceneModel,
     merge_state,
-    shared_prefixes,
     split_state,
     text_profile,
 )

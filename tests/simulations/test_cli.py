@@ -1,5 +1,6 @@
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -54,3 +55,29 @@ def test_packaged_configs_load(name):
     config = load_config(default_config_path().with_name(f"{name}.toml"))
     if name.startswith("online_retail"):  # the country configs say so: malls are the default
         assert config.data.scene_by == "country"
+
+
+@pytest.mark.parametrize("overrides, key", [
+    (['simulation.arms=["local", "fedper"]'], "transfer.source"),
+    (["simulation.privacy_sweep=[1, 8]"], "simulation.privacy_sweep"),
+    (["privacy.scenes.atlantis.epsilon=2"], "privacy.scenes"),
+    (['alignment.unlabelled=["home"]'], "alignment.enabled"),
+])
+def test_simulate_refuses_cross_field_mistakes_before_any_work(overrides, key, tmp_path,
+                                                                capsys):
+    # The main job's config (transfer from fedavg) with one mistake: refused while loading
+    # the config, before data is read or a run directory is written.
+    started = time.perf_counter()
+    code = main(["simulate", "--out", str(tmp_path / "run"),
+                 *[a for o in overrides for a in ("--set", o)]])
+    assert code == 2 and time.perf_counter() - started < 10
+    out = capsys.readouterr().out
+    assert key in out and len(out.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()
+
+
+def test_simulate_refuses_a_budget_for_an_unknown_scene_once_scenes_are_known(tmp_path,
+                                                                                capsys):
+    code = main(["simulate", "--out", str(tmp_path / "run"), "--set", "data.scenes=[]",
+                 "--set", "transfer.targets=[]", "--set", "privacy.scenes.atlantis.epsilon=2"])
+    assert code == 2 and "privacy.scenes names ['atlantis']" in capsys.readouterr().out

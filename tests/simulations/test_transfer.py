@@ -4,7 +4,8 @@ catalogue ids or the discriminator."""
 import numpy as np
 import torch
 
-from fedscene.common.model import SceneModel, shared_prefixes, split_state
+from fedscene.common.algorithms import shared_prefixes
+from fedscene.common.model import SceneModel, split_state
 from fedscene.simulations.transfer import _model
 
 
