@@ -19,20 +19,15 @@ from rich.console import Console
 from rich.table import Table
 
 from benchmarks._common import write_json
-from fedscene.common.config import load_config
 from fedscene.simulations.cli import default_config_path
-from fedscene.simulations.empirical_audit import run_empirical_audit
-from fedscene.simulations.positive_controls import CONTROLS
+from fedscene.simulations.positive_controls import CONTROLS, audit_control
 
 
 def audit_row(control: str, epsilon: float, scene: str, canaries: int, rounds: int
               ) -> dict:
-    flaw = CONTROLS[control]
-    config = load_config(default_config_path(), [f"federation.rounds={rounds}",
-                                                 f"privacy.epsilon={epsilon}",
-                                                 *flaw.overrides])
-    with flaw.patch():
-        result = run_empirical_audit(config, scene, canaries=canaries)
+    result = audit_control(control, default_config_path(),
+                           [f"federation.rounds={rounds}", f"privacy.epsilon={epsilon}"],
+                           scene, canaries=canaries)
     return {"mechanism": control, "budget_epsilon": epsilon} | result.to_dict()
 
 

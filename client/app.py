@@ -28,6 +28,7 @@ from fedscene.client.task import (
 from fedscene.common.config import ExperimentConfig, refuse_reproducible_noise
 from fedscene.common.data import resolve_scenes
 from fedscene.common.errors import FedsceneError
+from fedscene.common.layout import scene_directory
 from fedscene.common.protocol import (
     ALGORITHM,
     ARRAYS,
@@ -40,7 +41,6 @@ from fedscene.common.protocol import (
     STATE_ROOT,
     STATUS,
     TRAINED,
-    scene_dirname,
 )
 
 torch.set_num_threads(1)
@@ -73,7 +73,7 @@ def _resolve(message: Message, context: Context) -> tuple[RoundRequest, SceneSta
     if "state-dir" in node:
         directory = Path(str(node["state-dir"]))
     else:
-        directory = Path(str(settings[STATE_ROOT])) / scene_dirname(scene)
+        directory = scene_directory(str(settings[STATE_ROOT]), scene)
     shared = {}
     if ARRAYS in message.content:
         shared = message.content[ARRAYS].to_torch_state_dict()

@@ -24,6 +24,7 @@ from fedscene.common.ledger import LEDGER_FILE
 
 PLAN_FILE = "privacy.json"
 STATUS_FILE = "status.json"
+EVAL_DIR = "eval"
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -95,7 +96,11 @@ class SceneState:
     def save_plan(self, plan: dict[str, Any]) -> None:
         self._write_json(PLAN_FILE, plan)
 
+    def evaluation_files(self) -> list[Path]:
+        """The saved evaluations, oldest round first."""
+        return sorted((self.directory / EVAL_DIR).glob("round_*.json"))
+
     def save_evaluation(self, round_: int, result: dict[str, Any]) -> None:
-        folder = self.directory / "eval"
+        folder = self.directory / EVAL_DIR
         folder.mkdir(exist_ok=True)
         _atomic_write(folder / f"round_{round_:04d}.json", json.dumps(result).encode("utf-8"))

@@ -1,7 +1,4 @@
-"""Keys of the messages ServerApp and ClientApp exchange, and the state-directory naming
-both sides (and the harness) agree on."""
-
-import re
+"""Keys of the messages ServerApp and ClientApp exchange."""
 
 CONFIG_RECORD = "config"
 CONFIG_JSON = "fedscene-config"
@@ -18,7 +15,3 @@ NUM_EXAMPLES = "num-examples"
 TRAINED = "trained"
 BUDGET_EXHAUSTED = "budget-exhausted"
 
-
-def scene_dirname(scene: str) -> str:
-    """A file-system-safe folder name for a scene's state directory."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", scene).strip("_") or "scene"

@@ -16,6 +16,7 @@ from fedscene.common.algorithms import algorithm as algorithm_named
 from fedscene.common.algorithms import federated_names, shared_prefixes
 from fedscene.common.config import ExperimentConfig
 from fedscene.common.errors import ConfigError
+from fedscene.common.layout import ArmLayout
 from fedscene.common.model import build_model, split_state
 from fedscene.common.protocol import ALGORITHM, CONFIG_JSON, RUN_ID, SEED, STATE_ROOT
 from fedscene.server.strategy import ReplyObserver, SceneStrategy
@@ -35,11 +36,6 @@ class FederationOutcome:
     round_seconds: dict[int, float] = field(default_factory=dict)
 
 
-def checkpoint_path(arm_dir: Path, server_round: int) -> Path:
-    """Where the global shared parameters after `server_round` are saved (0: the start)."""
-    return arm_dir / "checkpoints" / f"round_{server_round:04d}.pt"
-
-
 def initial_shared(config: ExperimentConfig, algorithm: str, seed: int
                    ) -> dict[str, torch.Tensor]:
     """The shared group of a seeded fresh model (clients seed their models identically)."""
@@ -52,7 +48,8 @@ def initial_shared(config: ExperimentConfig, algorithm: str, seed: int
 def run_federation(grid: Grid, config: ExperimentConfig, *, algorithm: str, num_nodes: int,
                    out_dir: Path, seed: int, run_id: str,
                    observer: ReplyObserver | None = None) -> FederationOutcome:
-    """Train `algorithm` for `federation.rounds` rounds; write checkpoints and the outcome."""
+    """Train `algorithm` for `federation.rounds` rounds; write checkpoints and the outcome
+    under `out_dir` (laid out as `ArmLayout`); return the outcome."""
     if not algorithm_named(algorithm).federated:
         raise ConfigError(f"algorithm {algorithm!r} is not federated; use one of "
                           f"{', '.join(federated_names())} ({algorithm} runs without Flower)")
@@ -60,14 +57,15 @@ def run_federation(grid: Grid, config: ExperimentConfig, *, algorithm: str, num_
     strategy = SceneStrategy(num_nodes, server_learning_rate=federation.server_learning_rate,
                              server_momentum=federation.server_momentum,
                              weighted=federation.send_num_examples, observer=observer)
-    checkpoint_path(out_dir, 0).parent.mkdir(parents=True, exist_ok=True)
+    layout = ArmLayout(out_dir)
+    layout.checkpoint(0).parent.mkdir(parents=True, exist_ok=True)
 
     def checkpoint(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
-        torch.save(arrays.to_torch_state_dict(), checkpoint_path(out_dir, server_round))
+        torch.save(arrays.to_torch_state_dict(), layout.checkpoint(server_round))
         return None
 
     settings = ConfigRecord({CONFIG_JSON: config.to_json(), ALGORITHM: algorithm,
-                             RUN_ID: run_id, SEED: seed, STATE_ROOT: str(out_dir / "scenes")})
+                             RUN_ID: run_id, SEED: seed, STATE_ROOT: str(layout.scenes)})
     strategy.start(grid=grid, initial_arrays=ArrayRecord(initial_shared(config, algorithm, seed)),
                    num_rounds=federation.rounds, timeout=federation.round_timeout_s,
                    train_config=settings, evaluate_config=ConfigRecord(dict(settings)),
@@ -77,8 +75,8 @@ def run_federation(grid: Grid, config: ExperimentConfig, *, algorithm: str, num_
                                 failures=strategy.failures,
                                 exhausted=sorted(strategy.exhausted.values()),
                                 round_seconds=strategy.round_seconds)
-    (out_dir / "federation.json").write_text(json.dumps(asdict(outcome), indent=2,
-                                                        default=_json_default))
+    layout.federation_json.write_text(json.dumps(asdict(outcome), indent=2,
+                                                 default=_json_default))
     return outcome
 
 

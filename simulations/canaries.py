@@ -8,8 +8,10 @@ examples under the example unit.
 
 - `GradientCanaries` (white-box): the strongest adversary, who sees every noised update of
   every step. A canary shopper's gradient is a Dirac at a coordinate of the trained
-  parameters, `norm` times the clipping norm (clipping must bring it back); its score is
-  the sum of the noised updates at its coordinate. The adversary also knows every seed the
+  parameters, longer than the clipping norm (clipping must bring it back); its score is
+  the likelihood ratio of the noised updates at its coordinate, step by step ("sampled
+  with probability q and adding the clipped canary" against "absent"). The adversary also
+  knows every seed the
   coordinator sent: it regenerates the noise it would have drawn from them and, when that
   explains the updates (a test that does not look at which canaries were included), scores
   the updates less that noise.
@@ -28,6 +30,7 @@ from torch import nn
 
 from fedscene.common.batches import gather_inputs
 from fedscene.common.data.scene import SceneDataset
+from fedscene.common.errors import ConfigError
 from fedscene.common.randomness import reproducible_source
 
 # The replay counts as explaining the updates when it removes this share of their power.
@@ -45,7 +48,8 @@ class GradientCanaries:
 
     Parameters: `coordinates` each canary's (parameter name, flat index); `included` the
     coins; `units_per_canary` the units one canary shopper is under the scene's unit;
-    `norm` the canary gradient's L2 norm (in units of whatever clipping norm runs).
+    `norm` the canary gradient's L2 norm (absolute: the caller picks it above the clipping
+    norm, so that clipping must bring it back).
     """
 
     coordinates: list[tuple[str, int]]
@@ -120,6 +124,8 @@ class GradientCanaries:
     def scores(self, noise_std: float, clip: float, sample_rate: float
                ) -> tuple[np.ndarray, bool]:
         """Each canary's score, and whether the replayed noise explained the updates.
+        `noise_std` (> 0), `clip` and `sample_rate` are the ledger's, as the adversary
+        reads them.
 
         The score is the log-likelihood ratio of the canary's observed coordinate over the
         steps, "sampled with probability q, adding the clipped canary `clip`" against
@@ -134,8 +140,6 @@ class GradientCanaries:
         explained = bool(noise_std > 0 and np.any(replayed) and
                          np.sum(residual ** 2) < (1 - EXPLAINED) * np.sum(observed ** 2))
         x = residual if explained else observed
-        if noise_std <= 0:
-            return x.sum(axis=0), explained
         exponent = (x * clip - clip ** 2 / 2) / noise_std ** 2
         per_step = np.logaddexp(np.log1p(-sample_rate), np.log(sample_rate) + exponent)
         return per_step.sum(axis=0), explained
@@ -154,6 +158,10 @@ class ShopperCanaries:
              ) -> ShopperCanaries:
         items = dataset.ranked_items
         length = dataset.train_history.shape[1]
+        if len(items) < length + examples:
+            raise ConfigError(f"scene {dataset.scene!r} sells {len(items)} items: a canary "
+                              f"shopper of {examples} examples after a history of {length} "
+                              f"needs {length + examples}; lower --examples")
         histories = np.stack([rng.choice(items, size=length, replace=False) for _ in range(m)])
         targets = np.stack([rng.choice(np.setdiff1d(items, h), size=examples, replace=False)
                             for h in histories])

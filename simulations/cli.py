@@ -26,7 +26,7 @@ def default_config_path() -> Path:
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from fedscene.simulations.report import HTML_REPORT, REPORT
+    from fedscene.common.layout import RunLayout
     from fedscene.simulations.runner import run_experiment
 
     config = load_config(args.config or default_config_path(), args.set)
@@ -37,8 +37,9 @@ def _simulate(args: argparse.Namespace) -> int:
 
     run_experiment(config, out, overwrite=args.overwrite, progress=progress,
                    verbose=args.verbose)
-    console.print(f"[bold green]done[/]: read {out / REPORT} (or open {out / HTML_REPORT} "
-                  f"in a browser)")
+    layout = RunLayout(out)
+    console.print(f"[bold green]done[/]: read {layout.report_md} (or open "
+                  f"{layout.report_html} in a browser)")
     return 0
 
 

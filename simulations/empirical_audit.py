@@ -9,9 +9,19 @@ and turns the scores into a lower bound on epsilon at a stated confidence with t
 audit of Steinke, Nasr & Jagielski ("Privacy Auditing with One (1) Training Run", NeurIPS
 2023), as implemented by jax-privacy's `CanaryScoreAuditor` (Bonferroni over thresholds).
 
-A bound above the ledger's epsilon proves, at that confidence, that the claim is false:
-"claim violated". A bound at most the claim is "consistent", which is all an audit can say:
-a one-run bound is usually far below a correct mechanism's epsilon.
+The claim tested is fedscene's: the ledger's epsilon protects one shopper. Canaries are
+shoppers whatever the unit, so an example-level ledger, whose epsilon protects one example,
+is tested for what it would mean to a shopper (and fails). The two adversaries' bounds are
+each computed at half the significance, so that "claim violated" by either holds at the
+stated confidence. A bound above the ledger's epsilon proves, at that confidence, that the
+claim is false: "claim violated". A bound at most the claim is "consistent", which is all an
+audit can say: a one-run bound is usually far below a correct mechanism's epsilon, and never
+above what perfect guesses with m canaries prove (`Bound.epsilon_ceiling`).
+
+The canaries join the scene's data: with m = 1000 they are often as many units as the
+scene's own, which changes the sample rate and steps. The claim tested is the one the
+ledger records for that run (calibrated to it), so the bound remains valid;
+`EmpiricalAudit.canary_share` says how much of the audited data was canaries.
 """
 
 from __future__ import annotations
@@ -25,7 +35,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fedscene.client.privacy import PrivacyAccount
 from fedscene.client.state import SceneState
 from fedscene.client.task import (
     RoundRequest,
@@ -39,10 +48,11 @@ from fedscene.common.algorithms import federated_names, reference_name
 from fedscene.common.config import ExperimentConfig
 from fedscene.common.data.scene import SceneDataset
 from fedscene.common.errors import ConfigError
+from fedscene.common.ledger import TRAINING, read_ledger
 from fedscene.common.model import build_model
 from fedscene.common.privacy_units import shopper_rows, unit_of
 from fedscene.common.protocol import TRAINED
-from fedscene.simulations.audit import LedgerAudit, audit_ledger
+from fedscene.simulations.audit import audit_ledger
 from fedscene.simulations.canaries import GradientCanaries, ShopperCanaries
 
 CONSISTENT = "consistent"
@@ -72,7 +82,9 @@ class EmpiricalAudit:
     algorithm: str
     unit: str
     canaries: int
-    included: int
+    included: int  # white-box canaries included (black-box: `black_box_included`)
+    black_box_included: int
+    canary_share: float  # canary units among all units trained on
     examples_per_canary: int
     confidence: float
     rounds: int
@@ -87,7 +99,8 @@ class EmpiricalAudit:
 
     @property
     def verdict(self) -> str:
-        """Violated when either adversary's bound passes the claim."""
+        """Violated when either adversary's bound passes the claim (each bound is at half
+    the significance, so the verdict holds at `confidence`)."""
         bounds = (self.white_box, self.black_box)
         return VIOLATED if any(b.verdict == VIOLATED for b in bounds) else CONSISTENT
 
@@ -117,6 +130,7 @@ def epsilon_lower_bound(in_scores: np.ndarray, out_scores: np.ndarray, confidenc
 
 def _bound(adversary: str, scores: np.ndarray, included: np.ndarray, confidence: float,
            delta: float, claimed: float, note: str = "") -> Bound:
+    """One adversary's bound at `confidence` (the caller splits the significance)."""
     lower = epsilon_lower_bound(scores[included], scores[~included], confidence, delta)
     perfect = included.astype(float)
     ceiling = epsilon_lower_bound(perfect[included], perfect[~included], confidence, delta)
@@ -140,12 +154,11 @@ def run_empirical_audit(config: ExperimentConfig, scene: str, *, canaries: int =
     """Audit one campaign of `scene`'s training under `config`.
 
     Parameters: `canaries` m per adversary (each included with probability 1/2);
-    `confidence` of the bound; `algorithm` the training algorithm (default the reference,
-    `local`; a shared part goes
-    back to the scene each round as a one-scene federation's would); `gradient_norm` the
-    white-box canary's norm in clipping norms; `examples` a canary shopper's examples
-    (default: the scene's 90th-percentile shopper's); `seed` the auditor's own coins (default: OS
-    entropy); `work_dir` where the scratch state goes (default: a temporary directory).
+    `confidence` of the verdict; `algorithm` the training algorithm (default the
+    reference, `local`); `gradient_norm` the white-box canary's norm in clipping norms;
+    `examples` a canary shopper's examples (default: the scene's 90th-percentile
+    shopper's); `seed` the auditor's own coins (default: OS entropy); `work_dir` where the
+    scratch state goes (default: a temporary directory).
     """
     if not config.privacy.enabled:
         raise ConfigError("privacy.enabled is false: there is no claim to audit; enable it")
@@ -158,6 +171,8 @@ def run_empirical_audit(config: ExperimentConfig, scene: str, *, canaries: int =
                           f"the white-box canaries need 'hooks'; --set "
                           f"privacy.grad_sample_mode=hooks")
     _auditor_class()  # refuse before the training, not after it
+    if examples is not None and examples < 1:
+        raise ConfigError(f"--examples {examples}: a canary shopper needs at least 1 example")
     started = time.perf_counter()
     rng = np.random.default_rng(secrets.randbits(128) if seed is None else seed)
     dataset = load_scene_dataset(config, scene)
@@ -173,39 +188,65 @@ def run_empirical_audit(config: ExperimentConfig, scene: str, *, canaries: int =
             if config.data.as_of else dataset.train_time.max())
     audited = black.add_to(dataset, when)
     with tempfile.TemporaryDirectory(dir=work_dir) as scratch:
-        state = SceneState(Path(scratch) / scene, scene)
-        initial = restore_model(state, audited, _request(config, algorithm, 0, run_seed, {}))
-        shared: dict[str, torch.Tensor] = {}
-        rounds = 0
-        for round_ in range(1, config.federation.rounds + 1):
-            request = _request(config, algorithm, round_, run_seed, shared)
-            white.replay_seed(training_seed(request))
-            outcome = train_round(state, audited, request, probe=white)
-            if outcome.status != TRAINED:
-                break
-            shared, rounds = outcome.shared, round_
-        final = restore_model(state, audited, _request(config, algorithm, rounds, run_seed,
-                                                       shared))
-        ledger = PrivacyAccount.read_summary(state.directory)
-        accounting: LedgerAudit = audit_ledger(state.ledger_path)
-    claimed, delta = float(ledger["epsilon"]), float(ledger.get("delta", 0.0))
+        run = _train(config, algorithm, SceneState(Path(scratch) / scene, scene), audited,
+                     white, run_seed)
+    if not run.trained:
+        raise ConfigError(f"scene {scene!r} trained no round under its budget (privacy."
+                          f"epsilon {config.privacy.epsilon:g}); nothing to audit")
+    last = run.trained[-1]
+    claimed, delta = float(last["epsilon"]), float(last["delta"])
     clip = config.privacy.max_grad_norm
-    noise_std = float(ledger.get("noise_multiplier", 0.0)) * clip
-    white_scores, replayed = white.scores(noise_std, clip, float(ledger.get("sample_rate", 1)))
+    white_scores, replayed = white.scores(float(last["noise_multiplier"]) * clip, clip,
+                                          float(last["sample_rate"]))
     note = ("the noise regenerated from the seeds the coordinator sent explained the "
             "updates; scored without it" if replayed else "")
+    half = 1.0 - (1.0 - confidence) / 2  # two adversaries: "violated" by either at confidence
+    canary_units = white.extra_units + int(black.included.sum()) * unit.units_of_shopper(
+        examples)
     return EmpiricalAudit(
         scene=scene, algorithm=algorithm, unit=unit.name, canaries=canaries,
-        included=int(white.included.sum()), examples_per_canary=examples,
-        confidence=confidence, rounds=rounds, steps=int(ledger.get("steps", 0)),
-        claimed_epsilon=claimed, delta=delta,
-        noise_source=str(ledger.get("noise_source", "")),
+        included=int(white.included.sum()), black_box_included=int(black.included.sum()),
+        canary_share=canary_units / max(int(last["units"]), 1),
+        examples_per_canary=examples, confidence=confidence, rounds=len(run.trained),
+        steps=sum(int(e["steps"]) for e in run.trained), claimed_epsilon=claimed,
+        delta=delta, noise_source=str(last["noise_source"]),
         white_box=_bound("white-box (every noised update; Dirac gradient canaries)",
-                         white_scores, white.included, confidence, delta, claimed, note),
+                         white_scores, white.included, half, delta, claimed, note),
         black_box=_bound("black-box (final model; canary shoppers' logit gain)",
-                         black.scores(initial, final, audited), black.included, confidence,
+                         black.scores(run.initial, run.final, audited), black.included, half,
                          delta, claimed),
-        accounting=accounting.verdict, seconds=time.perf_counter() - started)
+        accounting=run.accounting, seconds=time.perf_counter() - started)
+
+
+@dataclass(frozen=True)
+class _Campaign:
+    """What the audited training left: the models before and after, the ledger entries of
+    its training calls, and the ledger's accounting verdict."""
+
+    initial: torch.nn.Module
+    final: torch.nn.Module
+    trained: list[dict]
+    accounting: str
+
+
+def _train(config: ExperimentConfig, algorithm: str, state: SceneState, dataset: SceneDataset,
+           probe: GradientCanaries, seed: int) -> _Campaign:
+    """One campaign of the client's rounds in `state`; the shared part goes back each round
+    as a one-scene federation's average would; the adversary learns each round's seeds."""
+    initial = restore_model(state, dataset, _request(config, algorithm, 0, seed, {}))
+    shared: dict[str, torch.Tensor] = {}
+    rounds = 0
+    for round_ in range(1, config.federation.rounds + 1):
+        request = _request(config, algorithm, round_, seed, shared)
+        probe.replay_seed(training_seed(request))
+        outcome = train_round(state, dataset, request, probe=probe)
+        if outcome.status != TRAINED:
+            break
+        shared, rounds = outcome.shared, round_
+    final = restore_model(state, dataset, _request(config, algorithm, rounds, seed, shared))
+    trained = [e for e in read_ledger(state.ledger_path).entries
+               if e.get("kind") == TRAINING and e.get("algorithm") == algorithm]
+    return _Campaign(initial, final, trained, audit_ledger(state.ledger_path).verdict)
 
 
 def _request(config: ExperimentConfig, algorithm: str, round_: int, seed: int,

@@ -21,12 +21,16 @@ def _row(audit: EmpiricalAudit, bound: Bound) -> list[str]:
 
 def summary_line(audit: EmpiricalAudit) -> str:
     """One line: what ran, the verdict and the bounds."""
-    return (f"{audit.verdict}: scene {audit.scene!r}, {audit.algorithm}, unit {audit.unit}, "
-            f"{audit.rounds} rounds ({audit.steps} steps), claimed epsilon "
-            f"{audit.claimed_epsilon:.3f} (delta {audit.delta:.3g}); lower bounds at "
-            f"{audit.confidence:.0%} confidence: white-box {audit.white_box.epsilon_lower:.3f}"
-            f", black-box {audit.black_box.epsilon_lower:.3f}; m = {audit.canaries} canary "
-            f"shoppers per adversary ({audit.included} included), {audit.seconds:.0f} s")
+    each = 1 - (1 - audit.confidence) / 2
+    return (f"{audit.verdict} at {audit.confidence:.0%} confidence: scene {audit.scene!r}, "
+            f"{audit.algorithm}, unit {audit.unit}, {audit.rounds} rounds ({audit.steps} "
+            f"steps), claimed epsilon {audit.claimed_epsilon:.3f} (delta {audit.delta:.3g}); "
+            f"lower bounds at {each:.1%} each: white-box "
+            f"{audit.white_box.epsilon_lower:.3f}, black-box "
+            f"{audit.black_box.epsilon_lower:.3f}; m = {audit.canaries} canary "
+            f"shoppers per adversary ({audit.included} and {audit.black_box_included} "
+            f"included; {audit.canary_share:.0%} of the units trained on), "
+            f"{audit.seconds:.0f} s")
 
 
 def terminal_table(audit: EmpiricalAudit) -> Table:

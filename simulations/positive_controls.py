@@ -19,12 +19,16 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 from unittest import mock
 
 from opacus.optimizers import optimizer as opacus_optimizer
 
 from fedscene.client import task
+from fedscene.common.config import load_config
 from fedscene.common.training import DPSettings
+from fedscene.simulations.empirical_audit import EmpiricalAudit, run_empirical_audit
 
 
 @contextmanager
@@ -68,3 +72,13 @@ CONTROLS: dict[str, Control] = {
     "seeded-noise": Control(overrides=("privacy.reproducible_noise=true",)),
     "example-unit": Control(overrides=("privacy.unit=example",)),
 }
+
+
+def audit_control(name: str, config_path: Path, overrides: list[str], scene: str,
+                  **audit: Any) -> EmpiricalAudit:
+    """The empirical audit of `scene` under the config at `config_path` with `overrides`,
+    trained with the mechanism `name` of `CONTROLS`; `audit` goes to `run_empirical_audit`."""
+    control = CONTROLS[name]
+    config = load_config(config_path, [*overrides, *control.overrides])
+    with control.patch():
+        return run_empirical_audit(config, scene, **audit)

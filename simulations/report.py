@@ -14,31 +14,30 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from fedscene.common.algorithms import algorithm as algorithm_named
+from fedscene.common.layout import RunLayout
 from fedscene.common.metrics import PRIMARY  # noqa: E402
 from fedscene.simulations.html_report import write_html  # noqa: E402
 from fedscene.simulations.results import json_safe  # noqa: E402
 from fedscene.simulations.verdict import audit_line, verdict_lines  # noqa: E402
 
 TABLE_METRICS = (PRIMARY, "hr@10", "full-ndcg@10", "full-recall@20")
-REPORT = "report.md"
-HTML_REPORT = "report.html"
-AUDIT_REPORT = "audit.md"
 
 
 def _save(fig, out_dir: Path, stem: str, metric: str) -> str:
     """Write a figure as `<stem>_<metric>.png` beside the report; returns the file name."""
-    name = f"{stem}_{metric.replace('@', '')}.png"
+    path = RunLayout(out_dir).plot(f"{stem}_{metric.replace('@', '')}")
     fig.tight_layout()
-    fig.savefig(out_dir / name, dpi=110)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
-    return name
+    return path.name
 
 
 def write_outputs(out_dir: Path, results: dict[str, Any], round_rows: list[dict[str, Any]]
                   ) -> None:
-    (out_dir / "results.json").write_text(json.dumps(json_safe(results), indent=2))
+    layout = RunLayout(out_dir)
+    layout.results_json.write_text(json.dumps(json_safe(results), indent=2))
     rounds = pd.DataFrame(round_rows)
-    rounds.to_csv(out_dir / "rounds.csv", index=False)
+    rounds.to_csv(layout.rounds_csv, index=False)
     plots = []
     if not rounds.empty:
         plots.append(_plot_rounds(out_dir, rounds, PRIMARY))
@@ -48,8 +47,8 @@ def write_outputs(out_dir: Path, results: dict[str, Any], round_rows: list[dict[
         plots.append(_plot_privacy_utility(out_dir, results, PRIMARY))
     if results.get("transfer"):
         plots.append(_plot_adaptation(out_dir, results["transfer"], PRIMARY))
-    (out_dir / REPORT).write_text(render_report(results, plots))
-    write_html(out_dir / REPORT, out_dir / HTML_REPORT, f"fedscene run {results['run_id']}")
+    layout.report_md.write_text(render_report(results, plots))
+    write_html(layout.report_md, layout.report_html, f"fedscene run {results['run_id']}")
 
 
 def _plot_rounds(out_dir: Path, rounds: pd.DataFrame, metric: str) -> str:

@@ -1,12 +1,6 @@
 """A multi-scene simulation: every arm (algorithm x seed) on the same scenes, then a report.
 
-Output directory layout:
-    run.json            run id, status (running/complete), config
-    results.json        config, scenes, per arm and scene the metrics, privacy spent, timings
-    rounds.csv          per arm, seed, round and scene: the evaluation metrics
-    arms/<arm>-seed<s>/ scenes/<scene>/ (head, privacy plan, ledger, evaluations),
-                        checkpoints/ (global shared parameters per round), federation.json
-    *.png, report.md
+The run directory is laid out by `common.layout.RunLayout`.
 """
 
 from __future__ import annotations
@@ -26,15 +20,15 @@ import numpy as np
 import torch
 
 from fedscene.client.privacy import PrivacyAccount
+from fedscene.client.state import SceneState
 from fedscene.common.algorithms import algorithm as algorithm_named
 from fedscene.common.algorithms import reference_name
 from fedscene.common.config import ExperimentConfig
 from fedscene.common.data import SceneDataset, build_scene, load_raw_dataset, resolve_scenes
 from fedscene.common.errors import FedsceneError
+from fedscene.common.layout import ArmLayout, RunLayout
 from fedscene.common.ledger import LEDGER_FILE
 from fedscene.common.metrics import METRICS, PRIMARY
-from fedscene.common.protocol import scene_dirname
-from fedscene.server.federation import checkpoint_path
 from fedscene.server.strategy import ReplyObserver
 from fedscene.simulations.audit import audit
 from fedscene.simulations.audit_report import write_report as write_audit_report
@@ -42,7 +36,7 @@ from fedscene.simulations.baselines import run_baselines
 from fedscene.simulations.centralized import run_centralized
 from fedscene.simulations.domain_probe import domain_separability
 from fedscene.simulations.engine import run_arm
-from fedscene.simulations.report import AUDIT_REPORT, write_outputs
+from fedscene.simulations.report import write_outputs
 from fedscene.simulations.results import (
     PerUser,
     average_seeds,
@@ -58,7 +52,7 @@ Progress = Callable[[str], None]
 def prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
     """Refuse to mix runs: a non-empty output directory needs `overwrite`."""
     if out_dir.exists() and any(out_dir.iterdir()):
-        previous = out_dir / "run.json"
+        previous = RunLayout(out_dir).run_json
         what = "files"
         if previous.exists():
             info = json.loads(previous.read_text())
@@ -71,14 +65,14 @@ def prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
 
 
 def _write_run(out_dir: Path, run_id: str, status: str, config: ExperimentConfig) -> None:
-    (out_dir / "run.json").write_text(json.dumps(
+    RunLayout(out_dir).run_json.write_text(json.dumps(
         {"run_id": run_id, "status": status, "time": time.time(),
          "config": json.loads(config.to_json())}, indent=2))
 
 
-def _latest_per_user(arm_dir: Path, scene: str) -> tuple[int, PerUser] | None:
+def _latest_per_user(arm: ArmLayout, scene: str) -> tuple[int, PerUser] | None:
     """The scene's latest evaluation (the final round's unless the scene failed there)."""
-    files = sorted((arm_dir / "scenes" / scene_dirname(scene) / "eval").glob("round_*.json"))
+    files = SceneState(arm.scene(scene), scene).evaluation_files()
     if not files:
         return None
     saved = json.loads(files[-1].read_text())
@@ -91,13 +85,12 @@ def privacy_spent(state_dir: Path) -> dict[str, Any]:
     return PrivacyAccount.read_summary(state_dir)
 
 
-def _round_rows(arm_dir: Path, scenes: list[str]) -> list[dict[str, Any]]:
+def _round_rows(arm: ArmLayout, scenes: list[str]) -> list[dict[str, Any]]:
     """Per round and scene, the evaluation each scene saved in its own state directory
     (the simulation reads them there; in deployment they never leave the partner)."""
     rows = []
     for scene in scenes:
-        for file in sorted((arm_dir / "scenes" / scene_dirname(scene) / "eval").glob(
-                "round_*.json")):
+        for file in SceneState(arm.scene(scene), scene).evaluation_files():
             saved = json.loads(file.read_text())
             summary = saved["summary"]
             row = {"round": saved["round"], "scene": scene}
@@ -252,21 +245,21 @@ def _run_plan(plan: ArmPlan, datasets: list[SceneDataset], out_dir: Path, run_id
     round_rows: list[dict[str, Any]] = []
     t0 = time.time()
     for seed in config.simulation.seeds:
-        arm_dir = out_dir / "arms" / f"{plan.label}-seed{seed}"
+        arm = RunLayout(out_dir).arm(plan.label, seed)
         progress(f"{plan.label} (seed {seed}): {rounds} rounds ...")
         if not algorithm_named(plan.algorithm).federated:
             final, rows = run_centralized(config, datasets, seed)
             for scene, values in final.items():
                 runs[scene].append(values)
         else:
-            outcome = run_arm(config, algorithm=plan.algorithm, out_dir=arm_dir, seed=seed,
+            outcome = run_arm(config, algorithm=plan.algorithm, out_dir=arm.root, seed=seed,
                               run_id=f"{run_id}-{plan.label}-{seed}", observer=observer,
                               verbose=verbose)
-            rows = _round_rows(arm_dir, [d.scene for d in datasets])
+            rows = _round_rows(arm, [d.scene for d in datasets])
             failures += [f | {"seed": seed} for f in outcome.failures]
             exhausted |= set(outcome.exhausted)
             for d in datasets:
-                latest = _latest_per_user(arm_dir, d.scene)
+                latest = _latest_per_user(arm, d.scene)
                 if latest is None:
                     missing.add(d.scene)
                     continue
@@ -274,7 +267,7 @@ def _run_plan(plan: ArmPlan, datasets: list[SceneDataset], out_dir: Path, run_id
                     stale[d.scene] = latest[0]
                 runs[d.scene].append(latest[1])
                 privacy.setdefault(d.scene, []).append(
-                    privacy_spent(arm_dir / "scenes" / scene_dirname(d.scene)))
+                    privacy_spent(arm.scene(d.scene)))
         round_rows += [{"arm": plan.label, "seed": seed} | r for r in rows]
     per_user = {scene: average_seeds(values) for scene, values in runs.items()
                 if values and scene not in missing}
@@ -359,12 +352,13 @@ def audit_run(out_dir: Path) -> dict[str, Any] | None:
     if not paths:
         return None
     audited = audit(paths, jobs=min(len(paths), os.cpu_count() or 1))
-    write_audit_report(audited, out_dir / AUDIT_REPORT)
+    report = RunLayout(out_dir).audit_md
+    write_audit_report(audited, report)
     return {"passed": all(a.passed for a in audited), "ledgers": len(audited),
             "verdicts": dict(Counter(a.verdict for a in audited)),
             "findings": [f"{Path(a.ledger).relative_to(out_dir)}: {reason}"
                          for a in audited for reason in a.reasons],
-            "report": AUDIT_REPORT}
+            "report": report.name}
 
 
 def _transfer_inits(config: ExperimentConfig, plans: list[ArmPlan], out_dir: Path
@@ -385,10 +379,9 @@ def _transfer_inits(config: ExperimentConfig, plans: list[ArmPlan], out_dir: Pat
         label = arm_source[arm]
         inits[arm] = {}
         for seed in config.simulation.seeds:
-            arm_dir = out_dir / "arms" / f"{label}-seed{seed}"
-            shared = torch.load(checkpoint_path(arm_dir, rounds))
-            inits[arm][seed] = TransferStart(
-                shared, arm_dir / "scenes" if arm == "dann" else None)
+            layout = RunLayout(out_dir).arm(label, seed)
+            shared = torch.load(layout.checkpoint(rounds))
+            inits[arm][seed] = TransferStart(shared, layout.scenes if arm == "dann" else None)
     return inits
 
 
@@ -401,8 +394,8 @@ def _separability(config: ExperimentConfig, plans: list[ArmPlan],
     for plan in plans:
         if not algorithm_named(plan.algorithm).shares or len(datasets) < 2:
             continue
-        path = checkpoint_path(out_dir / "arms" / f"{plan.label}-seed{seed}",
-                               plan.config.federation.rounds)
+        path = RunLayout(out_dir).arm(plan.label, seed).checkpoint(
+            plan.config.federation.rounds)
         if path.exists():
             out[plan.label] = domain_separability(config, datasets, torch.load(path), seed)
     return out

@@ -39,10 +39,10 @@ from fedscene.common.data import SceneDataset
 from fedscene.common.data.scene import with_training_rows
 from fedscene.common.errors import FedsceneError
 from fedscene.common.evaluation import encoder_scorer, evaluate_users, model_scorer
+from fedscene.common.layout import RunLayout, scene_directory
 from fedscene.common.metrics import PRIMARY
 from fedscene.common.model import SceneModel
 from fedscene.common.privacy_units import unit_of
-from fedscene.common.protocol import scene_dirname
 from fedscene.common.randomness import noise_source
 from fedscene.common.training import DPSettings, sample_rate_and_steps, train_local
 from fedscene.simulations.results import PerUser, average_seeds, gain, scene_table
@@ -132,7 +132,7 @@ def adapt(config: ExperimentConfig, target: SceneDataset, arm: str, k: Shot, see
         if config.privacy.enabled:
             state = SceneState(state_dir, target.scene)
             account = (PrivacyAccount.continued(
-                SceneState(start.target_states / scene_dirname(target.scene), target.scene),
+                SceneState(scene_directory(start.target_states, target.scene), target.scene),
                 state, config.privacy)
                 if start is not None and start.target_states is not None
                 else PrivacyAccount(state, config.privacy))
@@ -184,8 +184,7 @@ def run_transfer(config: ExperimentConfig, targets: list[SceneDataset], out_dir:
                 runs = []
                 for seed in config.simulation.seeds:
                     start = initial.get(arm, {}).get(seed)
-                    state_dir = (out_dir / "transfer" / scene_dirname(target.scene)
-                                 / f"{arm}-k{k}-seed{seed}")
+                    state_dir = RunLayout(out_dir).transfer(target.scene, arm, k, seed)
                     per_user, spent, trained = adapt(config, target, arm, k, seed, start,
                                                      state_dir)
                     runs.append(per_user)

@@ -12,12 +12,14 @@ import torch
 from fedscene.common.config import TrainingConfig
 from fedscene.common.model import SceneModel
 from fedscene.common.privacy_units import ExampleUnit, ShopperUnit, shopper_rows
+from fedscene.common.randomness import reproducible_source
 from fedscene.common.training import (
     AlignedExampleLoss,
     DPSettings,
     ExampleLoss,
     _unit_loader,
     make_private,
+    train_local,
 )
 
 # (domains, labelled): plain recommendation, the adversarial term added to it, and an
@@ -101,3 +103,42 @@ def test_shopper_is_the_default_unit_and_hooks_the_default_mode():
     assert PrivacyConfig().unit == "shopper"
     assert PrivacyConfig().grad_sample_mode == "hooks"
     assert TrainingConfig().batch_size > 0
+
+
+
+class _DiracProbe:
+    """A step probe with `units` extra units, each a Dirac of `norm` at one coordinate of
+    the last trainable parameter; records that coordinate's update at every step."""
+
+    def __init__(self, units: int, norm: float) -> None:
+        self.extra_units, self.norm, self.seen = units, norm, []
+
+    def gradients(self, sampled, params):
+        rows = [torch.zeros((len(sampled), *p.shape)) for _, p in params]
+        for slot in range(len(sampled)):
+            rows[-1][slot].view(-1)[sampled[slot]] = self.norm
+        return rows
+
+    def observe(self, params, batch_size):
+        self.seen.append(params[-1][1].grad.view(-1)[:self.extra_units].numpy() * batch_size)
+
+
+def test_probe_units_are_sampled_clipped_and_noised_with_the_scene_s(small_scene,
+                                                                      small_model_config):
+    """A step probe's units (the empirical audit's gradient canaries) go through Opacus's
+    own clipping: with no noise and a learning rate too small to move the model, each
+    extra unit's update over the call is exactly the clipping norm times the times it was
+    sampled, never its own norm of 50."""
+    def run(norm: float) -> np.ndarray:
+        torch.manual_seed(0)
+        model = SceneModel(small_model_config, small_scene.n_items)
+        probe = _DiracProbe(6, norm)
+        train_local(model, small_scene, 4, TrainingConfig(learning_rate=1e-12, batch_size=8),
+                    epochs=1.0, unit=ShopperUnit(), randomness=reproducible_source(1),
+                    dp=DPSettings(0.0, 1.0), probe=probe)
+        return np.array(probe.seen).sum(axis=0)
+
+    added = run(50.0) - run(0.0)  # the same steps, samples and data gradients
+    sampled = np.round(added)
+    assert np.allclose(added, sampled, atol=1e-4) and sampled.max() >= 1
+    assert sampled.max() < 50

@@ -11,26 +11,21 @@ import json
 import numpy as np
 import pytest
 
-from fedscene.common.config import load_config
 from fedscene.simulations.cli import default_config_path, main
 from fedscene.simulations.empirical_audit import (
     CONSISTENT,
     VIOLATED,
     epsilon_lower_bound,
-    run_empirical_audit,
 )
-from fedscene.simulations.positive_controls import CONTROLS
+from fedscene.simulations.positive_controls import audit_control
 
 SCENE = "toys"
 
 
 def _audit(control: str = "real", epsilon: float = 1.0, examples: int | None = None):
-    flaw = CONTROLS[control]
-    config = load_config(default_config_path(),
-                         ["federation.rounds=2", f"privacy.epsilon={epsilon}", *flaw.overrides])
-    with flaw.patch():
-        result = run_empirical_audit(config, SCENE, canaries=1000, seed=3, examples=examples)
-    return result
+    return audit_control(control, default_config_path(),
+                         ["federation.rounds=2", f"privacy.epsilon={epsilon}"], SCENE,
+                         canaries=1000, seed=3, examples=examples)
 
 
 @pytest.mark.parametrize("epsilon", [1.0, 8.0])
