@@ -25,8 +25,8 @@ from rich.table import Table
 from benchmarks._common import write_json
 from fedscene.common.config import load_config
 from fedscene.common.data.sources import embedded_path
+from fedscene.deploy.loopback import LoopbackFederation, embedded_partners
 from fedscene.simulations.engine import run_arm
-from fedscene.simulations.loopback import LoopbackFederation, embedded_partners
 
 REPO = Path(__file__).resolve().parents[1]
 COUNTRIES = {"p1": "Germany", "p2": "France", "p3": "Spain"}

@@ -19,8 +19,8 @@ from rich.console import Console
 from rich.table import Table
 
 from benchmarks._common import write_json
-from fedscene.simulations.cli import default_config_path
-from fedscene.simulations.positive_controls import CONTROLS, audit_control
+from fedscene.audit.positive_controls import CONTROLS, audit_control
+from fedscene.simulations.configs import default_config_path
 
 
 def audit_row(control: str, epsilon: float, scene: str, canaries: int, rounds: int

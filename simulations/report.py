@@ -14,10 +14,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from fedscene.common.algorithms import algorithm as algorithm_named
+from fedscene.common.html_page import write_html  # noqa: E402
+from fedscene.common.jsonable import json_safe  # noqa: E402
 from fedscene.common.layout import RunLayout
 from fedscene.common.metrics import PRIMARY  # noqa: E402
-from fedscene.simulations.html_report import write_html  # noqa: E402
-from fedscene.simulations.results import json_safe  # noqa: E402
 from fedscene.simulations.verdict import audit_line, verdict_lines  # noqa: E402
 
 TABLE_METRICS = (PRIMARY, "hr@10", "full-ndcg@10", "full-recall@20")

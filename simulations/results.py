@@ -6,7 +6,6 @@ a paired bootstrap over the same users, so "helped" means its interval lies abov
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -53,16 +52,3 @@ def worst_and_spread(table: dict[str, dict[str, dict[str, float]]], metric: str
     return {"metric": metric, "worst_scene": worst, "worst": means[worst],
             "best": max(means.values()), "spread": max(means.values()) - means[worst],
             "mean_over_scenes": float(np.mean(list(means.values())))}
-
-
-def json_safe(value: Any) -> Any:
-    """Non-finite floats as strings ('inf') or None (NaN), numpy scalars as Python ones."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
-    if hasattr(value, "item"):
-        return json_safe(value.item())
-    return value

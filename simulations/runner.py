@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from fedscene.audit.ledger_report import write_report as write_audit_report
+from fedscene.audit.ledgers import audit
 from fedscene.client.privacy import PrivacyAccount
 from fedscene.client.state import SceneState
 from fedscene.common.algorithms import algorithm as algorithm_named
@@ -30,8 +32,6 @@ from fedscene.common.layout import ArmLayout, RunLayout
 from fedscene.common.ledger import LEDGER_FILE
 from fedscene.common.metrics import METRICS, PRIMARY
 from fedscene.server.strategy import ReplyObserver
-from fedscene.simulations.audit import audit
-from fedscene.simulations.audit_report import write_report as write_audit_report
 from fedscene.simulations.baselines import run_baselines
 from fedscene.simulations.centralized import run_centralized
 from fedscene.simulations.domain_probe import domain_separability

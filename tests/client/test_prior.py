@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from fedscene.audit.ledgers import audit_ledger
 from fedscene.client.prior import set_prior
 from fedscene.client.privacy import PrivacyAccount
 from fedscene.client.state import SceneState
@@ -20,7 +21,6 @@ from fedscene.common.ledger import read_ledger
 from fedscene.common.model import SceneModel, split_state
 from fedscene.common.popularity import bounded_counts, exact_counts
 from fedscene.common.randomness import reproducible_source, secret_source
-from fedscene.simulations.audit import audit_ledger
 from tests.conftest import synthetic_data
 
 

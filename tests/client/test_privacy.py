@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from fedscene.audit.ledgers import audit_ledger
 from fedscene.client.privacy import BudgetSpent, PrivacyAccount
 from fedscene.client.state import SceneState
 from fedscene.client.task import RoundRequest, released_metrics, train_round
@@ -13,7 +14,6 @@ from fedscene.common.config import ExperimentConfig
 from fedscene.common.errors import FedsceneError
 from fedscene.common.ledger import read_ledger
 from fedscene.common.privacy_units import ShopperUnit
-from fedscene.simulations.audit import audit_ledger
 from tests.conftest import synthetic_data
 
 

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from fedscene.cli.main import main
 from fedscene.common.config import load_config
-from fedscene.simulations.cli import default_config_path, main
+from fedscene.simulations.configs import default_config_path
 
 pytestmark = pytest.mark.integration
 

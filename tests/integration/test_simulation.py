@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import torch
 
+from fedscene.cli.main import main
 from fedscene.common.config import ExperimentConfig
 from fedscene.common.errors import FedsceneError
 from fedscene.common.ledger import read_ledger
 from fedscene.server.federation import initial_shared
-from fedscene.simulations.cli import main
 from fedscene.simulations.engine import run_arm
 from fedscene.simulations.runner import run_experiment
 from tests.conftest import synthetic_data

@@ -8,9 +8,9 @@ import json
 
 import pytest
 
+from fedscene.cli.main import main
 from fedscene.common.config import ExperimentConfig
 from fedscene.common.ledger import read_ledger
-from fedscene.simulations.cli import main
 from fedscene.simulations.runner import run_experiment
 from fedscene.simulations.transfer import few_shot
 from tests.conftest import synthetic_data

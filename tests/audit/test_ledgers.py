@@ -4,13 +4,13 @@ import shutil
 import numpy as np
 import pytest
 
+from fedscene.audit.ledgers import audit
+from fedscene.cli.main import main
 from fedscene.client.state import SceneState
 from fedscene.client.task import RoundRequest, train_round
 from fedscene.common.accounting import epsilon
 from fedscene.common.ledger import append_entry, entry_hash
 from fedscene.common.randomness import SECRET
-from fedscene.simulations.audit import audit
-from fedscene.simulations.cli import main
 from tests.client.test_privacy import _config
 
 

@@ -25,10 +25,10 @@ from unittest import mock
 
 from opacus.optimizers import optimizer as opacus_optimizer
 
+from fedscene.audit.empirical import EmpiricalAudit, run_empirical_audit
 from fedscene.client import task
 from fedscene.common.config import load_config
 from fedscene.common.training import DPSettings
-from fedscene.simulations.empirical_audit import EmpiricalAudit, run_empirical_audit
 
 
 @contextmanager

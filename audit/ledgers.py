@@ -24,10 +24,10 @@ from typing import Any
 
 from fedscene.common.accounting import compress, epsilon, pld_epsilon
 from fedscene.common.errors import FedsceneError
+from fedscene.common.jsonable import json_safe
 from fedscene.common.ledger import LEDGER_FILE, RELEASE, TRAINING, read_ledger
 from fedscene.common.privacy_units import meaning
 from fedscene.common.randomness import SECRET
-from fedscene.simulations.results import json_safe
 
 UNDER_REPORT_TOLERANCE = 0.02  # relative: PRV/PLD discretisation differs by well under 1%
 VERDICT_ORDER = ("altered", "under-reported", "not private", "over budget", "no DP",

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from fedscene.cli.main import main
 from fedscene.common.ledger import read_ledger
-from fedscene.simulations.cli import main
-from fedscene.simulations.loopback import LoopbackFederation, embedded_partners
+from fedscene.deploy.loopback import LoopbackFederation, embedded_partners
 
 pytestmark = pytest.mark.deployment
 REPO = Path(__file__).resolve().parents[2]

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from rich.table import Table
 
-from fedscene.simulations.empirical_audit import VIOLATED, Bound, EmpiricalAudit
-from fedscene.simulations.html_report import markdown_to_html
+from fedscene.audit.empirical import VIOLATED, Bound, EmpiricalAudit
+from fedscene.common.html_page import markdown_to_html
 
 COLUMNS = ("adversary", "epsilon lower bound", "claimed epsilon",
            "most these canaries can prove", "mean score in / out", "verdict")

@@ -20,13 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from fedscene.simulations.deploy import (
-    connection_toml,
-    coordinator_commands,
-    make_certificates,
-    make_partner_key,
-    partner_command,
-)
+from fedscene.deploy.commands import connection_toml, coordinator_commands, partner_command
+from fedscene.deploy.credentials import make_certificates, make_partner_key
 
 BIN = Path(sys.executable).parent
 CONNECTION = "fedscene"

@@ -11,13 +11,14 @@ import json
 import numpy as np
 import pytest
 
-from fedscene.simulations.cli import default_config_path, main
-from fedscene.simulations.empirical_audit import (
+from fedscene.audit.empirical import (
     CONSISTENT,
     VIOLATED,
     epsilon_lower_bound,
 )
-from fedscene.simulations.positive_controls import audit_control
+from fedscene.audit.positive_controls import audit_control
+from fedscene.cli.main import main
+from fedscene.simulations.configs import default_config_path
 
 SCENE = "toys"
 

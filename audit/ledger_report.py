@@ -12,7 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from fedscene.simulations.audit import LedgerAudit  # noqa: E402
+from fedscene.audit.ledgers import LedgerAudit  # noqa: E402
 
 COLUMNS = ("scene", "unit", "rounds", "steps", "sample rate", "noise", "clip", "delta",
            "eps recorded", "eps PRV", "eps PLD", "eps RDP", "budget", "remaining", "verdict")

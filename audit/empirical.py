@@ -35,6 +35,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fedscene.audit.canaries import GradientCanaries, ShopperCanaries
+from fedscene.audit.ledgers import audit_ledger
 from fedscene.client.state import SceneState
 from fedscene.client.task import (
     RoundRequest,
@@ -52,8 +54,6 @@ from fedscene.common.ledger import TRAINING, read_ledger
 from fedscene.common.model import build_model
 from fedscene.common.privacy_units import shopper_rows, unit_of
 from fedscene.common.protocol import TRAINED
-from fedscene.simulations.audit import audit_ledger
-from fedscene.simulations.canaries import GradientCanaries, ShopperCanaries
 
 CONSISTENT = "consistent"
 VIOLATED = "claim violated"

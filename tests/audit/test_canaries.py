@@ -2,9 +2,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from fedscene.audit.canaries import GradientCanaries, ShopperCanaries
 from fedscene.common.privacy_units import ExampleUnit, ShopperUnit, shopper_rows
 from fedscene.common.randomness import reproducible_source
-from fedscene.simulations.canaries import GradientCanaries, ShopperCanaries
 
 
 def _model() -> nn.Module:

@@ -4,12 +4,13 @@ import time
 
 import pytest
 
+from fedscene.cli.main import main
 from fedscene.common.config import load_config
-from fedscene.simulations.cli import default_config_path, main
+from fedscene.simulations.configs import default_config_path
 
 
 def test_help_runs_from_the_console_script():
-    done = subprocess.run([sys.executable, "-m", "fedscene.simulations.cli", "--help"],
+    done = subprocess.run([sys.executable, "-m", "fedscene.cli.main", "--help"],
                           capture_output=True, text=True, check=True)
     assert "simulate" in done.stdout and "data" in done.stdout
 

@@ -5,8 +5,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_ssh_private_key
 from cryptography.hazmat.primitives.serialization.ssh import load_ssh_public_key
 
-from fedscene.simulations.cli import main
-from fedscene.simulations.deploy import make_certificates, make_partner_key
+from fedscene.cli.main import main
+from fedscene.deploy.credentials import make_certificates, make_partner_key
 
 
 def test_server_certificate_is_signed_by_the_ca_with_the_hosts_as_sans(tmp_path):
