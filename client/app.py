@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -43,10 +44,21 @@ from fedscene.common.protocol import (
     TRAINED,
 )
 
-torch.set_num_threads(1)
-
 app = ClientApp()
 PROCESS_STARTED = time.time()  # a deployment may start a process per message: report it
+
+
+@app.lifespan()
+def _one_thread(context: Context) -> Iterator[None]:
+    """Each message computes with one torch thread: a machine runs several clients (Ray
+    actors, SuperNodes), each given a CPU. The previous setting comes back afterwards, so a
+    process that also runs the harness (a simulation) keeps its own."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _resolve(message: Message, context: Context) -> tuple[RoundRequest, SceneState]:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from importlib.metadata import version
 
 from opacus.accountants import create_accountant
@@ -18,13 +19,22 @@ from opacus.accountants.utils import get_noise_multiplier
 
 Composition = list[tuple[float, float, int]]  # (noise multiplier, sample rate, steps)
 
-# Opacus's RDP advises wider alpha orders when the optimum is at the edge; RDP is only the
-# secondary (looser) figure here, so the advice is noise in every client's log.
-warnings.filterwarnings("ignore", message="Optimal order is the largest alpha")
-# At sample rate 1 (a scene smaller than a batch) Opacus's PRV takes log(1 - q) = log(0) in
-# a branch np.where then discards; the result is right and the warning is noise.
-warnings.filterwarnings("ignore", message="divide by zero encountered in log",
-                        category=RuntimeWarning, module=r"opacus\.accountants")
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence two warnings of Opacus's accountants, only while they run here.
+
+    RDP advises wider alpha orders when the optimum is at the edge; RDP is only the
+    secondary (looser) figure here, so the advice is noise in every client's log. At
+    sample rate 1 (a scene smaller than a batch) PRV takes log(1 - q) = log(0) in a branch
+    np.where then discards; the result is right and the warning is noise.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Optimal order is the largest alpha")
+        warnings.filterwarnings("ignore", message="divide by zero encountered in log",
+                                category=RuntimeWarning)
+        yield
 
 MECHANISM = "poisson-subsampled-gaussian (DP-SGD)"
 SAMPLING = "poisson"
@@ -49,7 +59,8 @@ def epsilon(history: Iterable[tuple[float, float, int]], delta: float,
         return float("inf")
     counter = create_accountant(mechanism=accountant)
     counter.history = composition
-    return float(counter.get_epsilon(delta=delta))
+    with _quiet():
+        return float(counter.get_epsilon(delta=delta))
 
 
 def pld_epsilon(history: Iterable[tuple[float, float, int]], delta: float) -> float:
@@ -73,9 +84,10 @@ def pld_epsilon(history: Iterable[tuple[float, float, int]], delta: float) -> fl
 def calibrate_noise(target_epsilon: float, delta: float, sample_rate: float, steps: int,
                     accountant: str = "prv") -> float:
     """Smallest noise multiplier (to 0.01 in epsilon) whose `steps` steps stay in budget."""
-    return float(get_noise_multiplier(target_epsilon=target_epsilon, target_delta=delta,
-                                      sample_rate=sample_rate, steps=steps,
-                                      accountant=accountant))
+    with _quiet():
+        return float(get_noise_multiplier(target_epsilon=target_epsilon, target_delta=delta,
+                                          sample_rate=sample_rate, steps=steps,
+                                          accountant=accountant))
 
 
 def accountant_versions() -> dict[str, str]:

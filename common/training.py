@@ -7,9 +7,11 @@ the steps and reports what it ran, so that every step can be accounted for.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -25,9 +27,17 @@ from fedscene.common.data.scene import SceneDataset
 from fedscene.common.privacy_units import PrivacyUnit
 from fedscene.common.randomness import NoiseSource
 
-# Opacus's ghost clipping backpropagates with no input requiring grad; torch warns each step.
-warnings.filterwarnings("ignore", message="Full backward hook is firing")
-warnings.filterwarnings("ignore", message="Secure RNG turned off")
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence, while a call trains, Opacus's notice that the secure RNG is off (the noise
+    source is chosen on purpose, `common.randomness`) and torch's warning each step that a
+    full backward hook fires with no input requiring grad (Opacus's hooks on the first
+    layer)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Full backward hook is firing")
+        warnings.filterwarnings("ignore", message="Secure RNG turned off")
+        yield
 
 
 def _reduce(per_unit: torch.Tensor, reduction: str) -> torch.Tensor:
@@ -241,6 +251,7 @@ def make_private(model: nn.Module, optimizer: torch.optim.Optimizer, loader: Dat
     return module, optimizer, criterion, loader
 
 
+@_quiet()
 def train_local(model: nn.Module, dataset: SceneDataset, negatives: int,
                 training: TrainingConfig, *, epochs: float, unit: PrivacyUnit,
                 randomness: NoiseSource, trainable: tuple[str, ...] = (),

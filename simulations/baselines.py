@@ -9,8 +9,6 @@ the scene's privacy unit at `simulation.baseline_epsilon`, default the scene's b
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from fedscene.client.privacy import default_delta
@@ -29,7 +27,12 @@ from fedscene.common.metrics import METRICS
 from fedscene.common.popularity import exact_counts
 from fedscene.common.privacy_units import unit_of
 from fedscene.common.randomness import noise_source
-from fedscene.simulations.results import PerUser, scene_table, worst_and_spread
+from fedscene.simulations.results import (
+    BaselineResult,
+    PerUser,
+    scene_table,
+    worst_and_spread,
+)
 
 NOTES = {
     "popularity-scene": "training interactions per item in the scene, ties at random",
@@ -54,7 +57,7 @@ def _overall_counts(datasets: list[SceneDataset]) -> dict[str, float]:
 
 
 def run_baselines(config: ExperimentConfig, datasets: list[SceneDataset]
-                  ) -> tuple[dict[str, Any], dict[str, dict[str, PerUser]]]:
+                  ) -> tuple[dict[str, BaselineResult], dict[str, dict[str, PerUser]]]:
     """Per baseline: per-scene metrics with intervals, the summary, what it reads, and (DP
     popularity) the mechanism; and the per-user metrics for paired gains."""
     overall = _overall_counts(datasets)
@@ -86,14 +89,14 @@ def run_baselines(config: ExperimentConfig, datasets: list[SceneDataset]
         for name, scorer in scorers.items():
             per_user[name][d.scene] = evaluate_users(d, scorer)
     samples = config.simulation.bootstrap_samples
-    out: dict[str, Any] = {}
+    out: dict[str, BaselineResult] = {}
     for name, scenes in per_user.items():
         table = scene_table(scenes, samples, 0)
         note = NOTES[name].format(days=f"{model.popularity_days:g}",
                                   items=model.popularity_items)
-        out[name] = {"per_scene": table, "note": note,
-                     "summary": {m: worst_and_spread(table, m) for m in METRICS}}
-    out["dp-popularity"]["note"] += (f" under the {unit.name} unit (L2 sensitivity "
-                                     f"{next(iter(mechanisms.values()))['sensitivity']:.3g})")
-    out["dp-popularity"]["mechanism"] = mechanisms
+        out[name] = BaselineResult(table, {m: worst_and_spread(table, m) for m in METRICS},
+                                   note)
+    out["dp-popularity"].note += (f" under the {unit.name} unit (L2 sensitivity "
+                                  f"{next(iter(mechanisms.values()))['sensitivity']:.3g})")
+    out["dp-popularity"].mechanism = mechanisms
     return out, per_user

@@ -13,11 +13,18 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from fedscene.common.algorithms import algorithm as algorithm_named
+from fedscene.common.algorithms import algorithm as algorithm_named  # noqa: E402
+from fedscene.common.config import PrivacyConfig  # noqa: E402
 from fedscene.common.html_page import write_html  # noqa: E402
-from fedscene.common.jsonable import json_safe  # noqa: E402
-from fedscene.common.layout import RunLayout
+from fedscene.common.layout import RunLayout  # noqa: E402
 from fedscene.common.metrics import PRIMARY  # noqa: E402
+from fedscene.simulations.results import (  # noqa: E402
+    ArmResult,
+    AuditSummary,
+    BaselineResult,
+    RunResults,
+    TargetResult,
+)
 from fedscene.simulations.verdict import audit_line, verdict_lines  # noqa: E402
 
 TABLE_METRICS = (PRIMARY, "hr@10", "full-ndcg@10", "full-recall@20")
@@ -32,10 +39,10 @@ def _save(fig, out_dir: Path, stem: str, metric: str) -> str:
     return path.name
 
 
-def write_outputs(out_dir: Path, results: dict[str, Any], round_rows: list[dict[str, Any]]
+def write_outputs(out_dir: Path, results: RunResults, round_rows: list[dict[str, Any]]
                   ) -> None:
     layout = RunLayout(out_dir)
-    layout.results_json.write_text(json.dumps(json_safe(results), indent=2))
+    layout.results_json.write_text(json.dumps(results.to_json(), indent=2))
     rounds = pd.DataFrame(round_rows)
     rounds.to_csv(layout.rounds_csv, index=False)
     plots = []
@@ -43,12 +50,12 @@ def write_outputs(out_dir: Path, results: dict[str, Any], round_rows: list[dict[
         plots.append(_plot_rounds(out_dir, rounds, PRIMARY))
         plots.append(_plot_rounds(out_dir, rounds, "hr@10"))
     plots.append(_plot_scenes(out_dir, results, PRIMARY))
-    if results["config"]["simulation"]["privacy_sweep"]:
+    if results.config.simulation.privacy_sweep:
         plots.append(_plot_privacy_utility(out_dir, results, PRIMARY))
-    if results.get("transfer"):
-        plots.append(_plot_adaptation(out_dir, results["transfer"], PRIMARY))
+    if results.transfer:
+        plots.append(_plot_adaptation(out_dir, results.transfer, PRIMARY))
     layout.report_md.write_text(render_report(results, plots))
-    write_html(layout.report_md, layout.report_html, f"fedscene run {results['run_id']}")
+    write_html(layout.report_md, layout.report_html, f"fedscene run {results.run_id}")
 
 
 def _plot_rounds(out_dir: Path, rounds: pd.DataFrame, metric: str) -> str:
@@ -64,10 +71,10 @@ def _plot_rounds(out_dir: Path, rounds: pd.DataFrame, metric: str) -> str:
     return _save(fig, out_dir, "rounds", metric)
 
 
-def _plot_scenes(out_dir: Path, results: dict[str, Any], metric: str) -> str:
-    columns = {arm: v["per_scene"] for arm, v in results["arms"].items()}
-    columns |= {name: v["per_scene"] for name, v in results["baselines"].items()}
-    scenes = [s["scene"] for s in results["scenes"]]
+def _plot_scenes(out_dir: Path, results: RunResults, metric: str) -> str:
+    columns = {arm: v.per_scene for arm, v in results.arms.items()}
+    columns |= {name: v.per_scene for name, v in results.baselines.items()}
+    scenes = [s["scene"] for s in results.scenes]
     width = 0.8 / max(len(columns), 1)
     fig, ax = plt.subplots(figsize=(max(6.4, 1.1 * len(scenes) + 2), 4.2))
     for i, (name, table) in enumerate(columns.items()):
@@ -86,12 +93,11 @@ def _plot_scenes(out_dir: Path, results: dict[str, Any], metric: str) -> str:
     return _save(fig, out_dir, "scenes", metric)
 
 
-def privacy_utility(results: dict[str, Any], metric: str) -> dict[str, dict[str, float]]:
+def privacy_utility(results: RunResults, metric: str) -> dict[str, dict[str, float]]:
     """algorithm -> privacy setting -> metric mean over scenes."""
     out: dict[str, dict[str, float]] = {}
-    for arm in results["arms"].values():
-        out.setdefault(arm["algorithm"], {})[arm["privacy_setting"]] = (
-            arm["summary"][metric]["mean_over_scenes"])
+    for arm in results.arms.values():
+        out.setdefault(arm.algorithm, {})[arm.privacy_setting] = arm.mean_over_scenes(metric)
     return out
 
 
@@ -99,7 +105,7 @@ def _setting_order(setting: str) -> float:
     return math.inf if setting == "no DP" else float(setting.split()[-1])
 
 
-def _plot_privacy_utility(out_dir: Path, results: dict[str, Any], metric: str) -> str:
+def _plot_privacy_utility(out_dir: Path, results: RunResults, metric: str) -> str:
     table = privacy_utility(results, metric)
     settings = sorted({s for row in table.values() for s in row}, key=_setting_order)
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
@@ -119,16 +125,16 @@ def _plot_privacy_utility(out_dir: Path, results: dict[str, Any], metric: str) -
     return _save(fig, out_dir, "privacy_utility", metric)
 
 
-def _plot_adaptation(out_dir: Path, transfer: dict[str, Any], metric: str) -> str:
+def _plot_adaptation(out_dir: Path, transfer: dict[str, TargetResult], metric: str) -> str:
     """Metric against k, one line per arm, one panel per target scene."""
     fig, axes = plt.subplots(1, len(transfer), figsize=(5.2 * len(transfer), 3.8),
                              squeeze=False)
     for ax, (target, info) in zip(axes[0], transfer.items(), strict=True):
-        shots = list(info["shots"])
-        arms = sorted({a for e in info["shots"].values() for a in e["metrics"]})
+        shots = list(info.shots)
+        arms = sorted({a for e in info.shots.values() for a in e.metrics})
         for arm in arms:
-            xs = [i for i, k in enumerate(shots) if arm in info["shots"][k]["metrics"]]
-            values = [info["shots"][shots[i]]["metrics"][arm][metric] for i in xs]
+            xs = [i for i, k in enumerate(shots) if arm in info.shots[k].metrics]
+            values = [info.shots[shots[i]].metrics[arm][metric] for i in xs]
             ax.errorbar(xs, [v["mean"] for v in values],
                         yerr=[[v["mean"] - v["low"] for v in values],
                               [v["high"] - v["mean"] for v in values]],
@@ -155,34 +161,34 @@ def _separability_lines(separability: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _transfer_lines(transfer: dict[str, Any], flagged: list[dict[str, Any]],
-                    privacy: dict[str, Any]) -> list[str]:
+def _transfer_lines(transfer: dict[str, TargetResult], flagged: list[dict[str, Any]],
+                    privacy: PrivacyConfig) -> list[str]:
     lines = ["", f"## Transfer to held-out scenes ({PRIMARY})", "",
              "Each cell: mean [95% interval]; gain over local-only with the same k, paired over "
              "the target's test users. Negative transfer: a gain interval below zero."]
     for target, info in transfer.items():
-        arms = sorted({a for e in info["shots"].values() for a in e["metrics"]},
+        arms = sorted({a for e in info.shots.values() for a in e.metrics},
                       key=lambda a: (a != "local", a))
-        lines += ["", f"### {target} ({info['interactions']} training interactions)", "",
+        lines += ["", f"### {target} ({info.interactions} training interactions)", "",
                   "| k | " + " | ".join(arms) + " |", "|---|" + "---|" * len(arms)]
-        for k, entry in info["shots"].items():
+        for k, entry in info.shots.items():
             cells = []
             for arm in arms:
-                if arm not in entry["metrics"]:
+                if arm not in entry.metrics:
                     cells.append("-")
                     continue
-                cell = _cell(entry["metrics"], arm, PRIMARY)
-                if arm in entry["gain"]:
-                    g = entry["gain"][arm][PRIMARY]
+                cell = _cell(entry.metrics, arm, PRIMARY)
+                if arm in entry.gain:
+                    g = entry.gain[arm][PRIMARY]
                     cell += (f"; gain {g['mean']:+.3f} [{g['low']:+.3f}, {g['high']:+.3f}] "
                              f"{g['verdict']}")
                 cells.append(cell)
             lines.append(f"| {k} | " + " | ".join(cells) + " |")
-        idle = [k for k, entry in info["shots"].items()
-                if k != "0" and not any(entry.get("adapted", {}).values())]
-        if privacy["enabled"] and idle:
+        idle = [k for k, entry in info.shots.items()
+                if k != "0" and not any(entry.adapted.values())]
+        if privacy.enabled and idle:
             lines += ["", f"At k = {', '.join(idle)} the target has fewer than "
-                          f"`privacy.min_units` ({privacy['min_units']}) shoppers: nothing "
+                          f"`privacy.min_units` ({privacy.min_units}) shoppers: nothing "
                           f"adapts under DP and each arm scores as it starts."]
         lines += _efficiency_lines(info)
     lines += ["", "Negative transfer: " + ("; ".join(
@@ -191,32 +197,32 @@ def _transfer_lines(transfer: dict[str, Any], flagged: list[dict[str, Any]],
     return lines
 
 
-def _efficiency_lines(info: dict[str, Any]) -> list[str]:
+def _efficiency_lines(info: TargetResult) -> list[str]:
     """Label efficiency: per arm, the smallest k not clearly below local-only with all."""
-    efficiency = info.get("label_efficiency")
+    efficiency = info.label_efficiency
     if not efficiency:
         return []
     lines = ["", f"Label efficiency: the smallest k at which an arm is not clearly below "
-                 f"local-only trained on all {info['interactions']} interactions (paired "
+                 f"local-only trained on all {info.interactions} interactions (paired "
                  f"difference, 95% interval).", "", "| arm | smallest k | difference |",
              "|---|---|---|"]
     for arm, entry in efficiency.items():
-        if entry["k"] is None:
+        if entry.k is None or entry.gain is None:
             lines.append(f"| {arm} | not reached | - |")
             continue
-        g = entry["gain"]
-        lines.append(f"| {arm} | {entry['k']} | {g['mean']:+.3f} [{g['low']:+.3f}, "
+        g = entry.gain
+        lines.append(f"| {arm} | {entry.k} | {g['mean']:+.3f} [{g['low']:+.3f}, "
                      f"{g['high']:+.3f}] |")
     return lines
 
 
-def _audit_lines(audit: dict[str, Any] | None) -> list[str]:
+def _audit_lines(audit: AuditSummary | None) -> list[str]:
     if audit is None:
         return []
     lines = ["", "## Privacy audit", "",
              audit_line(audit) + " Each ledger's epsilon is recomputed from its mechanism "
              "records alone."]
-    lines += [f"- {finding}" for finding in audit["findings"]]
+    lines += [f"- {finding}" for finding in audit.findings]
     return lines
 
 
@@ -238,11 +244,11 @@ def _epsilon(privacy: list[dict[str, Any]]) -> str:
     return f"{worst:.2f} of {budget:.2f}" if budget is not None else f"{worst:.2f}"
 
 
-def _baseline_gain_lines(arms: dict[str, Any]) -> list[str]:
+def _baseline_gain_lines(arms: dict[str, ArmResult]) -> list[str]:
     """Per arm and baseline: the mean paired gain over scenes and how many scenes show a
     gain or a loss (interval above or below zero)."""
-    first = next((v["gain_over_baselines"] for v in arms.values()
-                  if "gain_over_baselines" in v), None)
+    first = next((v.gain_over_baselines for v in arms.values() if v.gain_over_baselines),
+                 None)
     if not first:
         return []
     names = list(first)
@@ -252,7 +258,7 @@ def _baseline_gain_lines(arms: dict[str, Any]) -> list[str]:
     for arm, v in arms.items():
         cells = []
         for name in names:
-            per_scene = [g[PRIMARY] for g in v["gain_over_baselines"][name].values()]
+            per_scene = [g[PRIMARY] for g in v.gain_over_baselines[name].values()]
             if not per_scene:
                 cells.append("-")
                 continue
@@ -264,11 +270,11 @@ def _baseline_gain_lines(arms: dict[str, Any]) -> list[str]:
     return lines
 
 
-def render_report(results: dict[str, Any], plots: list[str]) -> str:
-    config = results["config"]
-    scenes = [s["scene"] for s in results["scenes"]]
+def render_report(results: RunResults, plots: list[str]) -> str:
+    config = results.config
+    scenes = [s["scene"] for s in results.scenes]
     lines = [
-        f"# fedscene run {results['run_id']}",
+        f"# fedscene run {results.run_id}",
         "",
         "## Verdict",
         "",
@@ -276,23 +282,23 @@ def render_report(results: dict[str, Any], plots: list[str]) -> str:
         "",
         "## Setting",
         "",
-        f"Data: `{config['data']['source']}` ({config['data']['scene_by']} scenes); "
+        f"Data: `{config.data.source}` ({config.data.scene_by} scenes); "
         f"{len(scenes)} scenes; "
-        f"{config['federation']['rounds']} rounds; privacy "
-        + (f"on (epsilon {config['privacy']['epsilon']} per scene unless set, "
-           f"clip {config['privacy']['max_grad_norm']})" if config["privacy"]["enabled"]
-           else "off") + f"; seeds {config['simulation']['seeds']}.",
+        f"{config.federation.rounds} rounds; privacy "
+        + (f"on (epsilon {config.privacy.epsilon} per scene unless set, "
+           f"clip {config.privacy.max_grad_norm})" if config.privacy.enabled
+           else "off") + f"; seeds {config.simulation.seeds}.",
         "Intervals are 95% bootstrap intervals over each scene's test users. "
         "A difference inside them is no difference.",
         "",
-        f"Test: each shopper's latest {config['data']['test_baskets']} basket(s) "
-        f"({config['data']['split']} split; a basket never spans train and test). "
+        f"Test: each shopper's latest {config.data.test_baskets} basket(s) "
+        f"({config.data.split} split; a basket never spans train and test). "
         f"**Primary metric: {PRIMARY}**, the held-out basket ranked against the whole "
         "catalogue less what the shopper bought before (`full-`: full-catalogue; plain "
-        f"`hr@10`: each item against {config['data']['eval_negatives']} sampled negatives).",
+        f"`hr@10`: each item against {config.data.eval_negatives} sampled negatives).",
         "",
         "Baselines on the same test rows: " + "; ".join(
-            f"`{name}`: {v['note']}" for name, v in results["baselines"].items()) + ".",
+            f"`{name}`: {v.note}" for name, v in results.baselines.items()) + ".",
         "",
         "## Scenes",
         "",
@@ -301,26 +307,26 @@ def render_report(results: dict[str, Any], plots: list[str]) -> str:
     ]
     lines += [f"| {s['scene']} | {s['users']} | {s['items']} | {s['train_interactions']} | "
               f"{s['test_interactions']} | {s['test_users']} | {s['first']} | {s['last']} |"
-              for s in results["scenes"]]
-    columns = {**results["arms"], **results["baselines"]}
+              for s in results.scenes]
+    columns: dict[str, ArmResult | BaselineResult] = {**results.arms, **results.baselines}
     for metric in TABLE_METRICS:
         lines += ["", f"## {metric.upper()} per scene", "",
                   "| scene | " + " | ".join(columns) + " |",
                   "|---|" + "---|" * len(columns)]
         for scene in scenes:
             lines.append(f"| {scene} | " + " | ".join(
-                _cell(v["per_scene"], scene, metric) for v in columns.values()) + " |")
+                _cell(v.per_scene, scene, metric) for v in columns.values()) + " |")
         lines.append("| **mean over scenes** | " + " | ".join(
-            f"{v['summary'][metric]['mean_over_scenes']:.3f}" if metric in v["summary"]
+            f"{v.summary[metric]['mean_over_scenes']:.3f}" if metric in v.summary
             else "-" for v in columns.values()) + " |")
         lines.append("| **worst scene** | " + " | ".join(
-            f"{v['summary'][metric]['worst_scene']} {v['summary'][metric]['worst']:.3f}"
-            if metric in v["summary"] else "-" for v in columns.values()) + " |")
+            f"{v.summary[metric]['worst_scene']} {v.summary[metric]['worst']:.3f}"
+            if metric in v.summary else "-" for v in columns.values()) + " |")
         lines.append("| **spread (best - worst)** | " + " | ".join(
-            f"{v['summary'][metric]['spread']:.3f}" if metric in v["summary"] else "-"
+            f"{v.summary[metric]['spread']:.3f}" if metric in v.summary else "-"
             for v in columns.values()) + " |")
-    lines += _baseline_gain_lines(results["arms"])
-    if results["config"]["simulation"]["privacy_sweep"]:
+    lines += _baseline_gain_lines(results.arms)
+    if config.simulation.privacy_sweep:
         table = privacy_utility(results, PRIMARY)
         settings = sorted({s for row in table.values() for s in row}, key=_setting_order)
         lines += ["", f"## Privacy-utility ({PRIMARY}, mean over scenes)", "",
@@ -329,8 +335,8 @@ def render_report(results: dict[str, Any], plots: list[str]) -> str:
         lines += [f"| {algorithm} | " + " | ".join(
             f"{row[s]:.3f}" if s in row else "-" for s in settings) + " |"
                   for algorithm, row in table.items()]
-    gains = {arm: v["gain_over_local"] for arm, v in results["arms"].items()
-             if "gain_over_local" in v}
+    gains = {arm: v.gain_over_local for arm, v in results.arms.items()
+             if v.gain_over_local is not None}
     if gains:
         lines += ["", "## Gain over `local` under the same privacy setting "
                       f"({PRIMARY}, paired over users)", "",
@@ -345,33 +351,32 @@ def render_report(results: dict[str, Any], plots: list[str]) -> str:
                 cells.append(f"{g['mean']:+.3f} [{g['low']:+.3f}, {g['high']:+.3f}] "
                              f"{g['verdict']}")
             lines.append(f"| {scene} | " + " | ".join(cells) + " |")
-    if results.get("domain_separability"):
-        lines += _separability_lines(results["domain_separability"])
-    if results.get("transfer"):
-        lines += _transfer_lines(results["transfer"], results["negative_transfer"],
-                                 config["privacy"])
+    if results.domain_separability:
+        lines += _separability_lines(results.domain_separability)
+    if results.transfer:
+        lines += _transfer_lines(results.transfer, results.negative_transfer, config.privacy)
     lines += ["", "## Privacy spent (cumulative epsilon of the most-spent scene)", "",
               "| arm | epsilon spent of budget | scenes out of budget | failures |",
               "|---|---|---|---|"]
-    for arm, v in results["arms"].items():
-        flat = [p for values in v["privacy"].values() for p in values]
+    for arm, v in results.arms.items():
+        flat = [p for values in v.privacy.values() for p in values]
         lines.append(f"| {arm} | {_epsilon(flat) if flat else 'not federated, no DP'} | "
-                     f"{', '.join(v['budget_exhausted']) or '-'} | {len(v['failures'])} |")
-    lines += _audit_lines(results.get("audit"))
-    failures = [f | {"arm": arm} for arm, v in results["arms"].items() for f in v["failures"]]
+                     f"{', '.join(v.budget_exhausted) or '-'} | {len(v.failures)} |")
+    lines += _audit_lines(results.audit)
+    failures = [f | {"arm": arm} for arm, v in results.arms.items() for f in v.failures]
     if failures:
         lines += ["", "## Failures", "",
                   "A failed reply is left out of its round; the others complete it. Scenes "
                   "listed as 'failed' above never produced an evaluation."]
-        for arm, v in results["arms"].items():
-            for scene, round_ in v.get("evaluated_before_final_round", {}).items():
+        for arm, v in results.arms.items():
+            for scene, round_ in v.evaluated_before_final_round.items():
                 lines.append(f"- {arm}: {scene} is reported at round {round_}, its last "
                              f"successful evaluation")
         lines += [f"- {f['arm']} seed {f['seed']} round {f['round']} ({f['phase']}): "
                   f"{f['scene']}: {f['reason']}" for f in failures]
     lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
-    timings = results["timings"]
-    lines += ["", f"Total wall time {timings['total_s']:.0f}s (" + ", ".join(
-        f"{a} {s:.0f}s" for a, s in timings["per_arm_s"].items()) + ")."]
+    timings = results.timings
+    lines += ["", f"Total wall time {timings.total_s:.0f}s (" + ", ".join(
+        f"{a} {s:.0f}s" for a, s in timings.per_arm_s.items()) + ")."]
     lines += ["", "Data: UCI Online Retail (Chen, Sain & Guo 2012), CC BY 4.0, where used."]
     return "\n".join(lines) + "\n"

@@ -1,16 +1,22 @@
-"""Turn per-user metrics of every arm into the numbers a report states.
+"""Turn per-user metrics of every arm into the numbers a report states, and type them.
 
 Scene metrics are means over users with bootstrap intervals; an arm's gain over `local` is
 a paired bootstrap over the same users, so "helped" means its interval lies above zero.
+`RunResults` holds a run's findings as they go from the harness and transfer to the report
+and `results.json`.
 """
 
 from __future__ import annotations
 
+import json
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from typing import Any
 
 import numpy as np
 
-from fedscene.common.metrics import METRICS, bootstrap_ci, summarize
+from fedscene.common.config import ExperimentConfig
+from fedscene.common.jsonable import json_safe
+from fedscene.common.metrics import METRICS, PRIMARY, bootstrap_ci, summarize
 
 PerUser = dict[str, np.ndarray]  # metric -> values, plus "user" -> ids
 
@@ -52,3 +58,128 @@ def worst_and_spread(table: dict[str, dict[str, dict[str, float]]], metric: str
     return {"metric": metric, "worst_scene": worst, "worst": means[worst],
             "best": max(means.values()), "spread": max(means.values()) - means[worst],
             "mean_over_scenes": float(np.mean(list(means.values())))}
+
+
+# A run's results, typed from the harness through transfer to the report and results.json.
+# Metric tables stay mappings: metric -> {"mean", "low", "high"} (a `Gain` adds "verdict").
+MetricTable = dict[str, dict[str, float]]
+SceneTable = dict[str, MetricTable]  # scene -> metric table
+Gain = dict[str, dict[str, Any]]  # metric -> mean, low, high, verdict
+
+
+@dataclass
+class ArmResult:
+    """One arm (algorithm under one privacy setting) over its seeds."""
+
+    algorithm: str
+    privacy_setting: str  # "epsilon 8", "no DP"
+    per_scene: SceneTable
+    summary: dict[str, dict[str, Any]]  # metric -> worst scene, spread, mean over scenes
+    privacy: dict[str, list[dict[str, Any]]]  # scene -> each seed's ledger summary
+    failures: list[dict[str, Any]]
+    budget_exhausted: list[str]
+    not_evaluated: list[str]
+    evaluated_before_final_round: dict[str, int]
+    wall_s: float
+    gain_baseline: str | None = None  # the reference arm gains are measured against
+    gain_over_local: dict[str, Gain] | None = None  # scene -> paired gain
+    gain_over_baselines: dict[str, dict[str, Gain]] = field(default_factory=dict)
+
+    def mean_over_scenes(self, metric: str = PRIMARY) -> float:
+        return float(self.summary[metric]["mean_over_scenes"])
+
+
+@dataclass
+class BaselineResult:
+    """A baseline on the same test rows: what it reads, its metrics, and (DP popularity)
+    the mechanism per scene."""
+
+    per_scene: SceneTable
+    summary: dict[str, dict[str, Any]]
+    note: str
+    mechanism: dict[str, dict[str, float]] | None = None
+
+    def mean_over_scenes(self, metric: str = PRIMARY) -> float:
+        return float(self.summary[metric]["mean_over_scenes"])
+
+
+@dataclass
+class ShotResult:
+    """A transfer target adapted with k labelled interactions: per transfer arm."""
+
+    metrics: dict[str, MetricTable]  # arm -> metric table
+    privacy: dict[str, list[dict[str, Any]]]
+    gain: dict[str, Gain]  # arm -> paired gain over local-only at the same k
+    adapted: dict[str, bool]  # whether the arm trained on the k labels
+
+
+@dataclass
+class Efficiency:
+    """The smallest k at which an arm is not clearly below local-only with all the
+    target's data (None: not reached), and that paired difference."""
+
+    k: str | None = None
+    gain: dict[str, Any] | None = None
+
+
+@dataclass
+class TargetResult:
+    """One held-out transfer target."""
+
+    interactions: int
+    shots: dict[str, ShotResult]  # k ("0", "10", ..., "all") -> result
+    label_efficiency: dict[str, Efficiency]
+
+
+@dataclass
+class AuditSummary:
+    """The run's audit of every ledger it wrote."""
+
+    passed: bool
+    ledgers: int
+    verdicts: dict[str, int]
+    findings: list[str]
+    report: str
+
+
+@dataclass
+class Timings:
+    total_s: float
+    per_arm_s: dict[str, float]
+
+
+@dataclass
+class RunResults:
+    """Everything a run found: what `run_experiment` returns, the report renders and
+    `results.json` holds."""
+
+    run_id: str
+    config: ExperimentConfig
+    scenes: list[dict[str, Any]]  # per federated scene: users, items, rows, dates
+    shopper_scenes: dict[int, int]  # scene count -> shoppers buying in that many
+    arms: dict[str, ArmResult]
+    baselines: dict[str, BaselineResult]
+    domain_separability: dict[str, dict[str, Any]]
+    transfer: dict[str, TargetResult] | None
+    negative_transfer: list[dict[str, Any]]
+    audit: AuditSummary | None
+    timings: Timings
+    primary_metric: str = PRIMARY
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON document of results.json (non-finite numbers as strings)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out = {k: (json.loads(v.to_json()) if isinstance(v, ExperimentConfig)
+                   else asdict(v) if is_dataclass(v) else _plain(v)) for k, v in out.items()}
+        return json_safe(out)
+
+
+def _plain(value: Any) -> Any:
+    """Dataclasses inside mappings and lists as dictionaries."""
+    if is_dataclass(value):
+        return asdict(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value

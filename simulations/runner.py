@@ -38,7 +38,11 @@ from fedscene.simulations.domain_probe import domain_separability
 from fedscene.simulations.engine import run_arm
 from fedscene.simulations.report import write_outputs
 from fedscene.simulations.results import (
+    ArmResult,
+    AuditSummary,
     PerUser,
+    RunResults,
+    Timings,
     average_seeds,
     gain,
     scene_table,
@@ -232,7 +236,7 @@ def plan_arms(config: ExperimentConfig) -> list[ArmPlan]:
 
 def _run_plan(plan: ArmPlan, datasets: list[SceneDataset], out_dir: Path, run_id: str,
               progress: Progress, observer: ReplyObserver | None, verbose: bool
-              ) -> tuple[dict[str, Any], dict[str, PerUser], list[dict[str, Any]]]:
+              ) -> tuple[ArmResult, dict[str, PerUser], list[dict[str, Any]]]:
     """Every seed of one arm; returns its results, per-user metrics and round rows."""
     config = plan.config
     rounds = config.federation.rounds
@@ -272,22 +276,22 @@ def _run_plan(plan: ArmPlan, datasets: list[SceneDataset], out_dir: Path, run_id
     per_user = {scene: average_seeds(values) for scene, values in runs.items()
                 if values and scene not in missing}
     table = scene_table(per_user, config.simulation.bootstrap_samples, 0)
-    result = {"algorithm": plan.algorithm, "privacy_setting": plan.privacy,
-              "per_scene": table,
-              "summary": {m: worst_and_spread(table, m) for m in METRICS},
-              "privacy": privacy, "failures": failures, "budget_exhausted": sorted(exhausted),
-              "not_evaluated": sorted(missing), "evaluated_before_final_round": stale,
-              "wall_s": time.time() - t0}
-    hr = result["summary"][PRIMARY]
+    result = ArmResult(algorithm=plan.algorithm, privacy_setting=plan.privacy,
+                       per_scene=table,
+                       summary={m: worst_and_spread(table, m) for m in METRICS},
+                       privacy=privacy, failures=failures, budget_exhausted=sorted(exhausted),
+                       not_evaluated=sorted(missing), evaluated_before_final_round=stale,
+                       wall_s=time.time() - t0)
+    hr = result.summary[PRIMARY]
     progress(f"{plan.label}: {PRIMARY} mean over scenes {hr['mean_over_scenes']:.3f}, worst "
-             f"{hr['worst_scene']} {hr['worst']:.3f} ({result['wall_s']:.0f}s)")
+             f"{hr['worst_scene']} {hr['worst']:.3f} ({result.wall_s:.0f}s)")
     return result, per_user, round_rows
 
 
 def run_experiment(config: ExperimentConfig, out_dir: Path, *, overwrite: bool = False,
                    progress: Progress = print, observer: ReplyObserver | None = None,
-                   verbose: bool = False) -> dict[str, Any]:
-    """Run every arm and write the run directory; returns the results dictionary."""
+                   verbose: bool = False) -> RunResults:
+    """Run every arm and write the run directory; returns the run's results."""
     prepare_out_dir(out_dir, overwrite)
     run_id = uuid.uuid4().hex[:12]
     _write_run(out_dir, run_id, "running", config)
@@ -301,7 +305,7 @@ def run_experiment(config: ExperimentConfig, out_dir: Path, *, overwrite: bool =
     samples = config.simulation.bootstrap_samples
     per_user: dict[str, dict[str, PerUser]] = {}
     round_rows: list[dict[str, Any]] = []
-    arms: dict[str, dict[str, Any]] = {}
+    arms: dict[str, ArmResult] = {}
     for plan in plans:
         arms[plan.label], per_user[plan.label], rows = _run_plan(
             plan, datasets, out_dir, run_id, progress, observer, verbose)
@@ -310,13 +314,13 @@ def run_experiment(config: ExperimentConfig, out_dir: Path, *, overwrite: bool =
         base = plan.baseline  # local under the same privacy
         if algorithm_named(plan.algorithm).reference or base not in per_user:
             continue
-        arms[plan.label]["gain_over_local"] = {
+        arms[plan.label].gain_over_local = {
             d.scene: gain(per_user[plan.label][d.scene], per_user[base][d.scene], samples, 0)
             for d in datasets if d.scene in per_user[plan.label] and d.scene in per_user[base]}
-        arms[plan.label]["gain_baseline"] = base
+        arms[plan.label].gain_baseline = base
     baselines, baseline_users = run_baselines(config, datasets)
     for plan in plans:
-        arms[plan.label]["gain_over_baselines"] = {
+        arms[plan.label].gain_over_baselines = {
             name: {d.scene: gain(per_user[plan.label][d.scene], scenes[d.scene], samples, 0)
                    for d in datasets if d.scene in per_user[plan.label]}
             for name, scenes in baseline_users.items()}
@@ -327,24 +331,18 @@ def run_experiment(config: ExperimentConfig, out_dir: Path, *, overwrite: bool =
                                                                           out_dir), progress)
     progress("auditing every privacy ledger the run wrote ...")
     ledgers = audit_run(out_dir)
-    results = {
-        "run_id": run_id, "config": json.loads(config.to_json()),
-        "scenes": [_scene_summary(d) for d in datasets],
-        "shopper_scenes": data.shopper_scenes,
-        "arms": arms, "baselines": baselines, "primary_metric": PRIMARY,
-        "domain_separability": separability,
-        "transfer": transfer,
-        "negative_transfer": negative_transfer(transfer) if transfer else [],
-        "audit": ledgers,
-        "timings": {"total_s": time.time() - started,
-                    "per_arm_s": {a: v["wall_s"] for a, v in arms.items()}},
-    }
+    results = RunResults(
+        run_id=run_id, config=config, scenes=[_scene_summary(d) for d in datasets],
+        shopper_scenes=data.shopper_scenes, arms=arms, baselines=baselines,
+        domain_separability=separability, transfer=transfer,
+        negative_transfer=negative_transfer(transfer) if transfer else [], audit=ledgers,
+        timings=Timings(time.time() - started, {a: v.wall_s for a, v in arms.items()}))
     write_outputs(out_dir, results, round_rows)
     _write_run(out_dir, run_id, "complete", config)
     return results
 
 
-def audit_run(out_dir: Path) -> dict[str, Any] | None:
+def audit_run(out_dir: Path) -> AuditSummary | None:
     """Audit every ledger under the run directory (`fedscene audit`'s checks), write
     `audit.md` beside the report, and return the verdicts for results.json (None when the
     run wrote no ledger: no arm trained on a scene's data)."""
@@ -354,11 +352,11 @@ def audit_run(out_dir: Path) -> dict[str, Any] | None:
     audited = audit(paths, jobs=min(len(paths), os.cpu_count() or 1))
     report = RunLayout(out_dir).audit_md
     write_audit_report(audited, report)
-    return {"passed": all(a.passed for a in audited), "ledgers": len(audited),
-            "verdicts": dict(Counter(a.verdict for a in audited)),
-            "findings": [f"{Path(a.ledger).relative_to(out_dir)}: {reason}"
-                         for a in audited for reason in a.reasons],
-            "report": report.name}
+    return AuditSummary(passed=all(a.passed for a in audited), ledgers=len(audited),
+                        verdicts=dict(Counter(a.verdict for a in audited)),
+                        findings=[f"{Path(a.ledger).relative_to(out_dir)}: {reason}"
+                                  for a in audited for reason in a.reasons],
+                        report=report.name)
 
 
 def _transfer_inits(config: ExperimentConfig, plans: list[ArmPlan], out_dir: Path

@@ -45,7 +45,15 @@ from fedscene.common.model import SceneModel
 from fedscene.common.privacy_units import unit_of
 from fedscene.common.randomness import noise_source
 from fedscene.common.training import DPSettings, sample_rate_and_steps, train_local
-from fedscene.simulations.results import PerUser, average_seeds, gain, scene_table
+from fedscene.simulations.results import (
+    Efficiency,
+    PerUser,
+    ShotResult,
+    TargetResult,
+    average_seeds,
+    gain,
+    scene_table,
+)
 
 Shot = int | str
 
@@ -165,12 +173,13 @@ def adapt(config: ExperimentConfig, target: SceneDataset, arm: str, k: Shot, see
 
 
 def run_transfer(config: ExperimentConfig, targets: list[SceneDataset], out_dir: Path,
-                 initial: dict[str, dict[int, TransferStart]], progress) -> dict[str, Any]:
+                 initial: dict[str, dict[int, TransferStart]], progress
+                 ) -> dict[str, TargetResult]:
     """Every target x k x arm x seed; `initial[arm][seed]` is where the arm starts."""
     samples = config.simulation.bootstrap_samples
-    results: dict[str, Any] = {}
+    results: dict[str, TargetResult] = {}
     for target in targets:
-        per_k: dict[str, Any] = {}
+        per_k: dict[str, ShotResult] = {}
         users_at: dict[str, dict[str, PerUser]] = {}
         for k in shots_for(config, target):
             if k == 0:  # nothing to train on: the untrained baseline and zero-shot scoring
@@ -193,23 +202,22 @@ def run_transfer(config: ExperimentConfig, targets: list[SceneDataset], out_dir:
                         privacy.setdefault(arm, []).append(spent)
                 per_arm[arm] = average_seeds(runs)
             table = scene_table(per_arm, samples, 0)
-            entry: dict[str, Any] = {"metrics": table, "privacy": privacy, "gain": {},
-                                     "adapted": adapted}
+            entry = ShotResult(metrics=table, privacy=privacy, gain={}, adapted=adapted)
             for arm, values in per_arm.items():
                 if arm != "local" and "local" in per_arm:
-                    entry["gain"][arm] = gain(values, per_arm["local"], samples, 0)
+                    entry.gain[arm] = gain(values, per_arm["local"], samples, 0)
             per_k[str(k)] = entry
             # Label efficiency counts an arm at k only if it used those k labels.
             users_at[str(k)] = {a: v for a, v in per_arm.items() if k == 0 or adapted[a]}
             progress(f"transfer {target.scene} k={k}: " + ", ".join(
                 f"{a} {table[a][PRIMARY]['mean']:.3f}" for a in per_arm))
-        results[target.scene] = {"interactions": target.n_train, "shots": per_k,
-                                 "label_efficiency": label_efficiency(users_at, samples)}
+        results[target.scene] = TargetResult(target.n_train, per_k,
+                                             label_efficiency(users_at, samples))
     return results
 
 
 def label_efficiency(users_at: dict[str, dict[str, PerUser]], samples: int
-                     ) -> dict[str, Any]:
+                     ) -> dict[str, Efficiency]:
     """Per arm (local included): the smallest k whose PRIMARY metric is not clearly below
     local-only with all of the target's data (the paired gain's interval reaches zero),
     with that gain; k is None when no k reaches it. `users_at[k][arm]` are per-user values
@@ -218,26 +226,27 @@ def label_efficiency(users_at: dict[str, dict[str, PerUser]], samples: int
     reference = users_at.get("all", {}).get("local")
     if reference is None:
         return {}
-    out: dict[str, Any] = {}
+    out: dict[str, Efficiency] = {}
     arms = dict.fromkeys(a for per_arm in users_at.values() for a in per_arm)
     for arm in arms:
-        out[arm] = {"k": None, "gain": None}
+        out[arm] = Efficiency()
         for k, per_arm in users_at.items():
             if arm not in per_arm:
                 continue
             compared = gain(per_arm[arm], reference, samples, 0)[PRIMARY]
             if compared["verdict"] != "loss":
-                out[arm] = {"k": k, "gain": compared}
+                out[arm] = Efficiency(k, compared)
                 break
     return out
 
 
-def negative_transfer(results: dict[str, Any], metric: str = PRIMARY) -> list[dict[str, Any]]:
+def negative_transfer(results: dict[str, TargetResult], metric: str = PRIMARY
+                      ) -> list[dict[str, Any]]:
     """Every (target, k, arm) whose gain interval lies below zero."""
     flagged = []
     for target, info in results.items():
-        for k, entry in info["shots"].items():
-            for arm, gains in entry["gain"].items():
+        for k, entry in info.shots.items():
+            for arm, gains in entry.gain.items():
                 if gains[metric]["verdict"] == "loss":
                     flagged.append({"target": target, "k": k, "arm": arm} | gains[metric])
     return flagged

@@ -139,8 +139,8 @@ def test_harness_sweep_report_and_audit(tmp_path, capsys):
     report = (out / "report.md").read_text()
     assert "Privacy-utility" in report and "Gain over `local`" in report
     assert "Primary metric: full-hr@10" in report and "Gain over each baseline" in report
-    assert results["run_id"] == saved["run_id"]
-    with pytest.raises(FedsceneError, match=rf"already holds run {results['run_id']}"):
+    assert results.run_id == saved["run_id"]
+    with pytest.raises(FedsceneError, match=rf"already holds run {results.run_id}"):
         run_experiment(config, out, progress=lambda _: None)
 
     # The DP arms' ledgers audit clean; the no-DP ones are reported as such (exit 1).

@@ -41,14 +41,14 @@ def _config(shift: float, arms: list[str], source: str = "fedavg") -> Experiment
 def test_shared_structure_transfers(tmp_path):
     results = run_experiment(_config(0.0, ["local", "probe", "finetune", "meta", "zeroshot"]),
                              tmp_path / "run", progress=lambda _: None)
-    assert results["config"]["data"]["scenes"] == ["scene0", "scene1", "scene2"]
-    shots = results["transfer"]["scene3"]["shots"]
+    assert results.config.data.scenes == ["scene0", "scene1", "scene2"]
+    shots = results.transfer["scene3"].shots
     assert set(shots) == {"0", "10", "100"}
-    assert set(shots["0"]["metrics"]) == {"local", "zeroshot"}
+    assert set(shots["0"].metrics) == {"local", "zeroshot"}
     # fedavg shares the head's scoring layers, so the target starts with a trained head:
     # the gain shows from k = 0 (the shared model as it is) and at k = 10 and 100.
     for k, arm in (("0", "zeroshot"), ("10", "probe"), ("100", "probe"), ("100", "finetune")):
-        hr = shots[k]["gain"][arm]["hr@10"]
+        hr = shots[k].gain[arm]["hr@10"]
         assert hr["low"] > 0 and hr["verdict"] == "gain", (k, arm, hr)
     report = (tmp_path / "run" / "report.md").read_text()
     assert "Transfer to held-out scenes" in report
@@ -58,8 +58,8 @@ def test_shared_structure_transfers(tmp_path):
 def test_unrelated_scenes_claim_no_gain(tmp_path):
     results = run_experiment(_config(1.0, ["local", "probe", "finetune", "zeroshot"]),
                              tmp_path / "run", progress=lambda _: None)
-    for entry in results["transfer"]["scene3"]["shots"].values():
-        for arm, gains in entry["gain"].items():
+    for entry in results.transfer["scene3"].shots.values():
+        for arm, gains in entry.gain.items():
             assert gains["hr@10"]["verdict"] != "gain", arm
 
 
@@ -76,7 +76,7 @@ def test_dann_target_joins_unlabelled_and_its_budget_continues_into_adaptation(t
     results = run_experiment(config, run, progress=lambda _: None,
                              observer=lambda _, scene, content: replies.append(
                                  (scene, set(content["arrays"].keys()))))
-    assert set(results["arms"]) == {"fedper", "fedper-dann"}
+    assert set(results.arms) == {"fedper", "fedper-dann"}
     aligned = [keys for _, keys in replies if "disc.out.weight" in keys]
     assert len(aligned) == 2 * 4  # rounds x (three labelled scenes + the unlabelled target)
     assert not any(k.startswith("head.") for _, keys in replies for k in keys)
@@ -96,7 +96,7 @@ def test_dann_target_joins_unlabelled_and_its_budget_continues_into_adaptation(t
     assert federated[-1]["epsilon"] < adapted.entries[-1]["epsilon"] <= 8.0
     local = read_ledger(run / "transfer" / "scene3" / "local-k100-seed0" / "ledger.jsonl")
     assert len(local.entries) == 1 and local.entries[0]["epsilon"] <= 8.0
-    assert set(results["domain_separability"]) == {"fedper", "fedper-dann"}
+    assert set(results.domain_separability) == {"fedper", "fedper-dann"}
     assert main(["audit", str(run)]) == 0
 
 

@@ -45,6 +45,7 @@ def _users(hits: list[int]) -> dict:
 
 
 def test_label_efficiency_finds_the_first_k_not_clearly_below_local_with_all():
+    from fedscene.simulations.results import Efficiency
     from fedscene.simulations.transfer import label_efficiency
 
     n = 200
@@ -55,7 +56,7 @@ def test_label_efficiency_finds_the_first_k_not_clearly_below_local_with_all():
                 "100": {"local": _users(full), "finetune": _users(full)},
                 "all": {"local": _users(full), "finetune": _users(weak)}}
     found = label_efficiency(users_at, 200)
-    assert found["finetune"]["k"] == "10" and found["finetune"]["gain"]["mean"] == 0.0
-    assert found["local"]["k"] == "100"
-    assert found["zeroshot"] == {"k": None, "gain": None}
+    assert found["finetune"].k == "10" and found["finetune"].gain["mean"] == 0.0
+    assert found["local"].k == "100"
+    assert found["zeroshot"] == Efficiency(None, None)
     assert label_efficiency({"0": users_at["0"]}, 200) == {}  # no local with all: no answer

@@ -1,5 +1,18 @@
 """The verdict is written from the numbers: each line says what the results hold."""
 
+from dataclasses import replace
+
+from fedscene.common.config import ExperimentConfig
+from fedscene.simulations.results import (
+    ArmResult,
+    AuditSummary,
+    BaselineResult,
+    Efficiency,
+    RunResults,
+    ShotResult,
+    TargetResult,
+    Timings,
+)
 from fedscene.simulations.verdict import verdict_lines
 
 
@@ -11,26 +24,38 @@ def _summary(mean: float) -> dict:
     return {"full-hr@10": {"mean_over_scenes": mean}}
 
 
-def _results(**changes) -> dict:
-    results = {
-        "arms": {
-            "local": {"summary": _summary(0.30), "privacy": {"a": [{"epsilon": 8.0}]}},
-            "fedper": {"summary": _summary(0.34), "gain_baseline": "local",
-                       "privacy": {"a": [{"epsilon": 7.99}], "b": [{"epsilon": 8.0}]},
-                       "gain_over_local": {"a": _gain(0.05, 0.01, 0.09, "gain"),
-                                           "b": _gain(-0.04, -0.07, -0.01, "loss"),
-                                           "c": _gain(0.0, -0.02, 0.02, "no clear difference")},
-                       "gain_over_baselines": {"content": {
-                           "a": _gain(0.1, 0.05, 0.15, "gain")}}}},
-        "baselines": {"content": {"summary": _summary(0.25)},
-                      "popularity-scene": {"summary": _summary(0.20)}},
-        "config": {"privacy": {"enabled": True, "unit": "shopper", "epsilon": 8.0,
-                               "prior_share": 0.5}},
-        "shopper_scenes": {"1": 10, "2": 5, "3": 2},
-        "audit": {"passed": True, "ledgers": 4, "verdicts": {"near budget": 4},
-                  "findings": [], "report": "audit.md"},
-        "transfer": None}
-    return results | changes
+def _arm(mean: float, privacy: dict, **fields) -> ArmResult:
+    return ArmResult(algorithm="fedper", privacy_setting="epsilon 8", per_scene={},
+                     summary=_summary(mean), privacy=privacy, failures=[],
+                     budget_exhausted=[], not_evaluated=[], evaluated_before_final_round={},
+                     wall_s=1.0, **fields)
+
+
+def _baseline(mean: float) -> BaselineResult:
+    return BaselineResult(per_scene={}, summary=_summary(mean), note="")
+
+
+PASSED = AuditSummary(passed=True, ledgers=4, verdicts={"near budget": 4}, findings=[],
+                      report="audit.md")
+
+
+def _results(**changes) -> RunResults:
+    results = RunResults(
+        run_id="r", config=ExperimentConfig(), scenes=[],
+        shopper_scenes={1: 10, 2: 5, 3: 2},
+        arms={"local": _arm(0.30, {"a": [{"epsilon": 8.0}]}),
+              "fedper": _arm(0.34, {"a": [{"epsilon": 7.99}], "b": [{"epsilon": 8.0}]},
+                             gain_baseline="local",
+                             gain_over_local={"a": _gain(0.05, 0.01, 0.09, "gain"),
+                                              "b": _gain(-0.04, -0.07, -0.01, "loss"),
+                                              "c": _gain(0.0, -0.02, 0.02,
+                                                         "no clear difference")},
+                             gain_over_baselines={"content": {
+                                 "a": _gain(0.1, 0.05, 0.15, "gain")}})},
+        baselines={"content": _baseline(0.25), "popularity-scene": _baseline(0.20)},
+        domain_separability={}, transfer=None, negative_transfer=[], audit=PASSED,
+        timings=Timings(1.0, {}))
+    return replace(results, **changes)
 
 
 def test_lines_answer_the_three_questions_from_the_numbers():
@@ -46,34 +71,33 @@ def test_lines_answer_the_three_questions_from_the_numbers():
 
 
 def test_failed_audit_and_no_privacy_are_said_plainly():
-    failed = {"passed": False, "ledgers": 2, "verdicts": {"over budget": 1, "ok": 1},
-              "findings": ["arms/x/ledger.jsonl: epsilon 9 exceeds the budget 8"],
-              "report": "audit.md"}
-    results = _results(audit=failed)
-    results["config"]["privacy"]["enabled"] = False
-    text = "\n".join(verdict_lines(results))
+    failed = AuditSummary(passed=False, ledgers=2, verdicts={"over budget": 1, "ok": 1},
+                          findings=["arms/x/ledger.jsonl: epsilon 9 exceeds the budget 8"],
+                          report="audit.md")
+    off = ExperimentConfig.model_validate({"privacy": {"enabled": False}})
+    text = "\n".join(verdict_lines(_results(audit=failed, config=off)))
     assert "**Audit: FAILED**" in text and "exceeds the budget" in text
     assert "Privacy:** off" in text
-    sweep = failed | {"passed": False, "verdicts": {"near budget": 3, "no DP": 2}}
+    sweep = replace(failed, verdicts={"near budget": 3, "no DP": 2})
     text = "\n".join(verdict_lines(_results(audit=sweep)))
     assert "all 3 ledgers of the private arms PASS; the 2 of the arms run without DP" in text
 
 
 def test_transfer_line_says_when_no_labels_can_be_saved():
-    def shot(local: float, arm: str | None = None, value: float = 0.0) -> dict:
+    def shot(local: float, arm: str | None = None, value: float = 0.0) -> ShotResult:
         metrics = {"local": {"full-hr@10": {"mean": local}}}
         gains = {}
         if arm:
             metrics[arm] = {"full-hr@10": {"mean": value}}
             gains[arm] = _gain(value - local, -0.1, 0.1, "no clear difference")
-        return {"metrics": metrics, "gain": gains, "privacy": {}}
+        return ShotResult(metrics=metrics, gain=gains, privacy={}, adapted={})
 
-    transfer = {"new": {"interactions": 500, "shots": {
+    transfer = {"new": TargetResult(interactions=500, shots={
         "0": shot(0.40, "zeroshot", 0.42), "10": shot(0.40, "finetune", 0.45),
-        "all": shot(0.45, "finetune", 0.46)},
-        "label_efficiency": {"local": {"k": "0", "gain": _gain(-0.05, -0.1, 0.01, "")[
-            "full-hr@10"]}, "finetune": {"k": "10", "gain": _gain(0.0, -0.05, 0.05, "")[
-                "full-hr@10"]}, "zeroshot": {"k": None, "gain": None}}}}
+        "all": shot(0.45, "finetune", 0.46)}, label_efficiency={
+        "local": Efficiency("0", _gain(-0.05, -0.1, 0.01, "")["full-hr@10"]),
+        "finetune": Efficiency("10", _gain(0.0, -0.05, 0.05, "")["full-hr@10"]),
+        "zeroshot": Efficiency()})}
     text = "\n".join(verdict_lines(_results(transfer=transfer)))
     assert "How did the new scene `new` start?" in text
     assert "0.420 against 0.400 for a fresh model" in text
@@ -83,7 +107,7 @@ def test_transfer_line_says_when_no_labels_can_be_saved():
 
 def test_a_sweep_is_judged_by_its_private_arms():
     results = _results()
-    results["arms"]["fedper@noDP"] = results["arms"]["fedper"] | {
-        "summary": _summary(0.50), "privacy_setting": "no DP"}
+    results.arms["fedper@noDP"] = replace(results.arms["fedper"], summary=_summary(0.50),
+                                          privacy_setting="no DP")
     text = "\n".join(verdict_lines(results))
     assert "`fedper` against `local`" in text and "the best learned arm, `fedper`," in text
