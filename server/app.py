@@ -15,7 +15,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from fedscene.common.algorithms import DEPLOYMENT_DEFAULT
 from fedscene.common.config import ExperimentConfig, load_config, refuse_reproducible_noise
-from fedscene.server.federation import FederationOutcome, run_federation
+from fedscene.server.federation import run_federation
 from fedscene.server.strategy import ReplyObserver
 
 app = ServerApp()
@@ -34,15 +34,15 @@ def main(grid: Grid, context: Context) -> None:
 
 
 def server_app_for(config: ExperimentConfig, *, algorithm: str, num_nodes: int, out_dir: Path,
-                   seed: int, run_id: str, outcomes: list[FederationOutcome],
-                   observer: ReplyObserver | None = None) -> ServerApp:
-    """A ServerApp bound to an in-process config (the harness's); appends its outcome."""
+                   seed: int, run_id: str, observer: ReplyObserver | None = None
+                   ) -> ServerApp:
+    """A ServerApp bound to an in-process config (the harness's). Its outcome is what it
+    writes to `ArmLayout(out_dir).federation_json`, as any ServerApp's."""
     bound = ServerApp()
 
     @bound.main()
     def _main(grid: Grid, context: Context) -> None:
-        outcomes.append(run_federation(grid, config, algorithm=algorithm, num_nodes=num_nodes,
-                                       out_dir=out_dir, seed=seed, run_id=run_id,
-                                       observer=observer))
+        run_federation(grid, config, algorithm=algorithm, num_nodes=num_nodes,
+                       out_dir=out_dir, seed=seed, run_id=run_id, observer=observer)
 
     return bound

@@ -35,6 +35,13 @@ class FederationOutcome:
     exhausted: list[str] = field(default_factory=list)
     round_seconds: dict[int, float] = field(default_factory=dict)
 
+    @classmethod
+    def read(cls, path: Path) -> FederationOutcome:
+        """The outcome a federation wrote (`ArmLayout.federation_json`)."""
+        raw = json.loads(path.read_text())
+        raw["round_seconds"] = {int(k): v for k, v in raw.get("round_seconds", {}).items()}
+        return cls(**raw)
+
 
 def initial_shared(config: ExperimentConfig, algorithm: str, seed: int
                    ) -> dict[str, torch.Tensor]:

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from fedscene.common.config import ExperimentConfig
+from fedscene.common.layout import ArmLayout
 from fedscene.server.app import server_app_for
 from fedscene.server.federation import FederationOutcome
 from fedscene.server.strategy import ReplyObserver
@@ -34,10 +35,10 @@ def run_arm(config: ExperimentConfig, *, algorithm: str, out_dir: Path, seed: in
     from fedscene.client.app import app as client_app
 
     scenes = config.data.scenes
-    outcomes: list[FederationOutcome] = []
+    record = ArmLayout(out_dir).federation_json
+    record.unlink(missing_ok=True)
     server = server_app_for(config, algorithm=algorithm, num_nodes=len(scenes),
-                            out_dir=out_dir, seed=seed, run_id=run_id, outcomes=outcomes,
-                            observer=observer)
+                            out_dir=out_dir, seed=seed, run_id=run_id, observer=observer)
     simulation = config.simulation
     backend = {
         "client_resources": {"num_cpus": simulation.client_num_cpus, "num_gpus": 0.0},
@@ -59,7 +60,7 @@ def run_arm(config: ExperimentConfig, *, algorithm: str, out_dir: Path, seed: in
     finally:
         flwr_logger.setLevel(level)
         flwr_logger.removeFilter(notice)
-    if not outcomes:
-        raise RuntimeError(f"the {algorithm} simulation ended without a result; rerun with "
-                           f"--verbose to see Flower's log")
-    return outcomes[0]
+    if not record.exists():
+        raise RuntimeError(f"the {algorithm} simulation ended without a result ({record}); "
+                           f"rerun with --verbose to see Flower's log")
+    return FederationOutcome.read(record)
