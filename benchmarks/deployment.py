@@ -17,15 +17,19 @@ import json
 import statistics
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
 from benchmarks._common import write_json
+from fedscene.common.algorithms import DEPLOYMENT_DEFAULT
 from fedscene.common.config import load_config
 from fedscene.common.data.sources import embedded_path
+from fedscene.common.layout import ArmLayout
 from fedscene.deploy.loopback import LoopbackFederation, embedded_partners
+from fedscene.server.federation import FederationOutcome
 from fedscene.simulations.engine import run_arm
 
 REPO = Path(__file__).resolve().parents[1]
@@ -58,11 +62,11 @@ def deployed(root: Path, rounds: int) -> tuple[float, dict]:
         for name in COUNTRIES:
             federation.start_partner(name)
         start = time.perf_counter()
-        run = federation.run(REPO, config, "fedper", root / "coordinator")
+        run = federation.run(REPO, config, DEPLOYMENT_DEFAULT, root / "coordinator")
         if run.wait(timeout=1800) != 0:
             raise RuntimeError(f"flwr run failed; see {root / 'flwr-run.log'}")
         wall = time.perf_counter() - start
-    return wall, json.loads((root / "coordinator" / "federation.json").read_text())
+    return wall, asdict(FederationOutcome.read(ArmLayout(root / "coordinator").federation_json))
 
 
 def simulated(root: Path, rounds: int) -> tuple[float, dict]:
@@ -70,9 +74,10 @@ def simulated(root: Path, rounds: int) -> tuple[float, dict]:
     path = root / "run.toml"
     path.write_text(_config_text(rounds, str(embedded_path())))
     start = time.perf_counter()
-    run_arm(load_config(path), algorithm="fedper", out_dir=root / "sim", seed=0, run_id="b")
+    outcome = run_arm(load_config(path), algorithm=DEPLOYMENT_DEFAULT, out_dir=root / "sim",
+                      seed=0, run_id="b")
     wall = time.perf_counter() - start
-    return wall, json.loads((root / "sim" / "federation.json").read_text())
+    return wall, asdict(outcome)
 
 
 def main() -> None:
@@ -92,7 +97,8 @@ def main() -> None:
                           "client": _client_timings(outcome)}
             print(name, json.dumps(rows[name]))
     ratio = rows["deployment"]["mean_round_s"] / rows["simulation"]["mean_round_s"]
-    table = Table(title=f"fedper, 3 partners, {args.rounds} rounds: deployment vs simulation")
+    table = Table(title=f"{DEPLOYMENT_DEFAULT}, 3 partners, {args.rounds} rounds: deployment "
+                        f"vs simulation")
     for column in ("", "total s", "mean round s", "client uptime s", "load s", "train s"):
         table.add_column(column, justify="right")
     for name, row in rows.items():

@@ -25,6 +25,7 @@ from rich.table import Table
 from benchmarks._common import write_json
 from fedscene.client.state import SceneState
 from fedscene.client.task import RoundRequest, evaluate_round, load_scene_dataset, train_round
+from fedscene.common.algorithms import DEPLOYMENT_DEFAULT
 from fedscene.common.config import ExperimentConfig
 from fedscene.server.federation import initial_shared
 from fedscene.simulations.engine import run_arm
@@ -43,25 +44,25 @@ def plain_loop(config: ExperimentConfig, root: Path) -> float:
     torch.set_num_threads(1)
     datasets = {s: load_scene_dataset(config, s) for s in config.data.scenes}  # as cached
     start = time.perf_counter()
-    shared = initial_shared(config, "fedper", 0)
+    shared = initial_shared(config, DEPLOYMENT_DEFAULT, 0)
     for round_ in range(1, config.federation.rounds + 1):
         updates = []
         for scene, dataset in datasets.items():
             state = SceneState(root / scene, scene)
-            outcome = train_round(state, dataset, RoundRequest(config, "fedper", round_, "b",
-                                                               0, shared))
+            request = RoundRequest(config, DEPLOYMENT_DEFAULT, round_, "b", 0, shared)
+            outcome = train_round(state, dataset, request)
             updates.append(outcome.shared)
         # The unweighted mean, as the server takes it (sizes stay private by default).
         shared = {k: sum(u[k] for u in updates) / len(updates) for k in shared}
         for scene, dataset in datasets.items():
             evaluate_round(SceneState(root / scene, scene), dataset,
-                           RoundRequest(config, "fedper", round_, "b", 0, shared))
+                           RoundRequest(config, DEPLOYMENT_DEFAULT, round_, "b", 0, shared))
     return time.perf_counter() - start
 
 
 def simulation(config: ExperimentConfig, root: Path) -> float:
     start = time.perf_counter()
-    run_arm(config, algorithm="fedper", out_dir=root, seed=0, run_id="bench")
+    run_arm(config, algorithm=DEPLOYMENT_DEFAULT, out_dir=root, seed=0, run_id="bench")
     return time.perf_counter() - start
 
 
@@ -85,7 +86,8 @@ def main() -> None:
         rows.append({"scenes": n, "rounds": args.rounds, "plain_loop_s": loop_s,
                      "simulation_s": sim_s, "ratio": sim_s / loop_s})
         print(json.dumps(rows[-1]))
-    table = Table(title=f"Flower simulation vs plain loop, fedper with DP, {args.rounds} rounds")
+    table = Table(title=f"Flower simulation vs plain loop, {DEPLOYMENT_DEFAULT} with DP, "
+                        f"{args.rounds} rounds")
     for column in ("scenes", "plain loop s", "simulation s", "ratio"):
         table.add_column(column, justify="right")
     for row in rows:
