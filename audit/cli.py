@@ -6,7 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
-from fedscene.common.algorithms import federated_names, reference_name
+from fedscene.common.algorithms import describe, federated_names, reference_name
 from fedscene.common.config import load_config
 from fedscene.common.console import console
 from fedscene.common.errors import FedsceneError
@@ -106,7 +106,8 @@ def register(commands: argparse._SubParsersAction, main_job_config: Path) -> Non
                            help="confidence of the lower bound")
     empirical.add_argument("--algorithm", default=reference_name(),
                            choices=federated_names(),
-                           help="the training algorithm audited")
+                           help="the training algorithm audited ("
+                                + describe(federated_names()) + ")")
     empirical.add_argument("--examples", type=int, default=None,
                            help="training examples of a canary shopper (default: the "
                                 "scene's 90th-percentile shopper's)")

@@ -4,7 +4,7 @@
 not do what its ledger says. This audit runs the scene's real training (the client's
 `train_round`, its privacy account, unit, sampling, clipping and noise) for one campaign of
 `federation.rounds` rounds in a scratch state directory, with canaries inserted
-(`simulations/canaries.py`), scores them as a white-box and a black-box adversary would,
+(`audit/canaries.py`), scores them as a white-box and a black-box adversary would,
 and turns the scores into a lower bound on epsilon at a stated confidence with the one-run
 audit of Steinke, Nasr & Jagielski ("Privacy Auditing with One (1) Training Run", NeurIPS
 2023), as implemented by jax-privacy's `CanaryScoreAuditor` (Bonferroni over thresholds).
@@ -50,6 +50,7 @@ from fedscene.common.algorithms import federated_names, reference_name
 from fedscene.common.config import ExperimentConfig
 from fedscene.common.data.scene import SceneDataset
 from fedscene.common.errors import ConfigError
+from fedscene.common.layout import scene_directory
 from fedscene.common.ledger import TRAINING, read_ledger
 from fedscene.common.model import build_model
 from fedscene.common.privacy_units import shopper_rows, unit_of
@@ -188,7 +189,7 @@ def run_empirical_audit(config: ExperimentConfig, scene: str, *, canaries: int =
             if config.data.as_of else dataset.train_time.max())
     audited = black.add_to(dataset, when)
     with tempfile.TemporaryDirectory(dir=work_dir) as scratch:
-        run = _train(config, algorithm, SceneState(Path(scratch) / scene, scene), audited,
+        run = _train(config, algorithm, SceneState(scene_directory(scratch, scene), scene), audited,
                      white, run_seed)
     if not run.trained:
         raise ConfigError(f"scene {scene!r} trained no round under its budget (privacy."

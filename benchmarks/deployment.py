@@ -3,7 +3,7 @@
     python -m benchmarks.deployment [--rounds 3] [--toy]
 
 Deployment: a SuperLink and three SuperNodes on loopback with TLS and node authentication
-(`simulations.loopback`), each partner holding only its country's rows, driven by
+(`deploy.loopback`), each partner holding only its country's rows, driven by
 `flwr run`. Simulation: `run_arm` on Flower's Ray engine with the same scenes and config.
 Reports per-round wall time as the server measured it, and where a client's time goes
 (process uptime when a message arrives, data loading, training). Writes

@@ -4,7 +4,7 @@
         [--epsilon 1 --epsilon 8] [--toy]
 
 Runs `fedscene audit --empirical` (the main job's config, `--rounds` rounds of the local
-algorithm) for every mechanism of `simulations/positive_controls.py` at each claimed
+algorithm) for every mechanism of `audit/positive_controls.py` at each claimed
 epsilon; prints the white- and black-box lower bounds beside the claim, what perfect
 guesses could prove, the verdict and the seconds each audit took, and writes
 benchmarks/results/empirical_audit.json (`--toy`: one round, 200 canaries, epsilon 1).

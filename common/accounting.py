@@ -33,7 +33,7 @@ def _quiet() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Optimal order is the largest alpha")
         warnings.filterwarnings("ignore", message="divide by zero encountered in log",
-                                category=RuntimeWarning)
+                                category=RuntimeWarning, module=r"opacus\.accountants")
         yield
 
 MECHANISM = "poisson-subsampled-gaussian (DP-SGD)"

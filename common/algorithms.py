@@ -100,6 +100,11 @@ def algorithm(name: str) -> Algorithm:
                          f"{', '.join(ALGORITHMS)}") from None
 
 
+def describe(names: list[str]) -> str:
+    """"name: what it does" for each of `names` (for help texts)."""
+    return "; ".join(f"{n}: {ALGORITHMS[n].description}" for n in names)
+
+
 def federated_names() -> list[str]:
     """Names of the algorithms that run over Flower."""
     return [a.name for a in ALGORITHMS.values() if a.federated]

@@ -246,6 +246,7 @@ class AlignmentConfig(_Strict):
 
 
 TransferArm = Literal["local", "probe", "finetune", "meta", "dann", "zeroshot"]
+SOURCE_ARMS = ("probe", "finetune", "zeroshot")  # start from transfer.source's encoder
 
 
 class TransferConfig(_Strict):
@@ -272,6 +273,11 @@ class TransferConfig(_Strict):
         0.5, gt=0.0, lt=1.0,
         description="dann arm: the share of a target's epsilon it spends joining federation "
                     "with unlabelled data; adaptation gets the rest")
+
+    def arms_from_source(self) -> list[str]:
+        """The transfer arms that start from the `source` arm's final encoder (meta and
+        dann train their own federations of the source algorithm)."""
+        return [arm for arm in self.arms if arm in SOURCE_ARMS]
 
     @model_validator(mode="after")
     def _shots(self) -> TransferConfig:
@@ -351,7 +357,17 @@ class ExperimentConfig(_Strict):
 
     def _disagreement(self) -> str | None:
         scenes, transfer = self.data.scenes, self.transfer
-        source_arms = [a for a in transfer.arms if a in ("probe", "finetune", "zeroshot")]
+        repeated = _repeated({"data.scenes": scenes, "simulation.arms": self.simulation.arms,
+                              "simulation.seeds": self.simulation.seeds,
+                              "simulation.privacy_sweep": [
+                                  v if v == "none" else f"{v:g}"
+                                  for v in self.simulation.privacy_sweep],
+                              "transfer.targets": transfer.targets,
+                              "transfer.arms": transfer.arms,
+                              "transfer.shots": [str(k) for k in transfer.shots]})
+        if repeated:
+            return repeated
+        source_arms = transfer.arms_from_source()
         if transfer.targets and source_arms and transfer.source not in self.simulation.arms:
             return (f"transfer.source = {transfer.source!r} is not in simulation.arms "
                     f"{self.simulation.arms}: the transfer arms {source_arms} start from its "
@@ -361,7 +377,9 @@ class ExperimentConfig(_Strict):
                     f"{source_arms} start from one federated arm at one privacy setting; "
                     "drop simulation.privacy_sweep (run the sweep without transfer) or "
                     "transfer.targets")
-        known = [*scenes, *[t for t in transfer.targets if t not in scenes]]
+        # With data.scenes empty the scenes are known only from the data: the harness checks
+        # then, before anything trains.
+        known = [*scenes, *[t for t in transfer.targets if t not in scenes]] if scenes else []
         for key, named in (("privacy.scenes", list(self.privacy.scenes)),
                            ("alignment.unlabelled", self.alignment.unlabelled)):
             unknown = [n for n in named if known and n not in known]
@@ -396,13 +414,25 @@ class ExperimentConfig(_Strict):
         return cls.model_validate_json(text)
 
 
+def _repeated(lists: dict[str, list]) -> str | None:
+    """The first key whose list names something twice (two arms, scenes or targets would
+    share one state directory and one budget), as a refusal."""
+    for key, values in lists.items():
+        twice = sorted({str(v) for v in values if values.count(v) > 1})
+        if twice:
+            return f"{key} lists {', '.join(twice)} more than once; list each once"
+    return None
+
+
 def _describe(error: ValidationError, source: str) -> str:
     """One line per problem: the dotted key, what is wrong, and what is allowed."""
     lines = []
     for item in error.errors():
-        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        key = ".".join(str(part) for part in item["loc"])
         if item["type"] == "extra_forbidden":
             lines.append(f"{source}: unknown key '{key}'; remove it or check its spelling")
+        elif not key:  # a rule across sections: its message names the keys
+            lines.append(f"{source}: {item['msg'].removeprefix('Value error, ')}")
         else:
             lines.append(f"{source}: key '{key}': {item['msg']} (got {item.get('input')!r})")
     return "\n".join(lines)

@@ -22,6 +22,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from fedscene.common import dp_norms  # noqa: F401  (registers the fast embedding norms)
+from fedscene.common.algorithms import DISC
 from fedscene.common.config import TrainingConfig
 from fedscene.common.data.scene import SceneDataset
 from fedscene.common.privacy_units import PrivacyUnit
@@ -134,7 +135,7 @@ class Alignment:
     domain: int
     weight: float
     labelled: bool = True
-    anchored: tuple[str, ...] = ("disc.",)
+    anchored: tuple[str, ...] = (DISC,)
     anchored_steps: float = 5.0
 
 

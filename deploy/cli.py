@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fedscene.common.algorithms import DEPLOYMENT_DEFAULT, federated_names
+from fedscene.common.algorithms import DEPLOYMENT_DEFAULT, describe, federated_names
 from fedscene.common.config import load_config, refuse_reproducible_noise
 from fedscene.common.console import console
 from fedscene.deploy.commands import DEFAULT_PORT
@@ -86,7 +86,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     coordinator.add_argument("--database", default="superlink.db")
     coordinator.add_argument("--connection", default="fedscene")
     coordinator.add_argument("--config", help="fedscene TOML the run uses")
-    coordinator.add_argument("--algorithm", default=DEPLOYMENT_DEFAULT, choices=federated_names())
+    coordinator.add_argument("--algorithm", default=DEPLOYMENT_DEFAULT, choices=federated_names(),
+                             help="what the campaign trains (" + describe(federated_names())
+                                  + ")")
     coordinator.add_argument("--out-dir", default="fedscene-run")
     coordinator.set_defaults(run=_deploy_coordinator)
     partner = deploy_commands.add_parser("partner", help="print a partner's command")

@@ -55,7 +55,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     simulate = commands.add_parser(
         "simulate", help="multi-scene simulation (embedded Online Retail slice by default)")
     simulate.add_argument("config", nargs="?",
-                          help="TOML config; omit for the main job (configs/default.toml)")
+                          help="TOML config; omit for the main job "
+                               "(simulations/configs/default.toml)")
     simulate.add_argument("--out", default="fedscene-run", help="run directory to write")
     simulate.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                           help="override a config value, e.g. federation.rounds=3")

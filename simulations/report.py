@@ -14,6 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from fedscene.common.algorithms import algorithm as algorithm_named  # noqa: E402
+from fedscene.common.algorithms import reference_name  # noqa: E402
 from fedscene.common.config import PrivacyConfig  # noqa: E402
 from fedscene.common.html_page import write_html  # noqa: E402
 from fedscene.common.layout import RunLayout  # noqa: E402
@@ -338,7 +339,7 @@ def render_report(results: RunResults, plots: list[str]) -> str:
     gains = {arm: v.gain_over_local for arm, v in results.arms.items()
              if v.gain_over_local is not None}
     if gains:
-        lines += ["", "## Gain over `local` under the same privacy setting "
+        lines += ["", f"## Gain over `{reference_name()}` under the same privacy setting "
                       f"({PRIMARY}, paired over users)", "",
                   "| scene | " + " | ".join(gains) + " |", "|---|" + "---|" * len(gains)]
         for scene in scenes:

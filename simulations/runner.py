@@ -25,7 +25,7 @@ from fedscene.client.privacy import PrivacyAccount
 from fedscene.client.state import SceneState
 from fedscene.common.algorithms import algorithm as algorithm_named
 from fedscene.common.algorithms import reference_name
-from fedscene.common.config import ExperimentConfig
+from fedscene.common.config import SOURCE_ARMS, ExperimentConfig
 from fedscene.common.data import SceneDataset, build_scene, load_raw_dataset, resolve_scenes
 from fedscene.common.errors import FedsceneError
 from fedscene.common.layout import ArmLayout, RunLayout
@@ -198,6 +198,16 @@ def aligned_variant(config: ExperimentConfig) -> ExperimentConfig:
         "privacy": privacy})
 
 
+def _meta_label(source: str) -> str:
+    """The meta transfer arm's federation: `source` with Reptile's outer step."""
+    return f"{source}-reptile"
+
+
+def _dann_label(algorithm: str, suffix: str = "") -> str:
+    """`algorithm` trained with domain-adversarial alignment (`suffix`: its privacy)."""
+    return f"{algorithm}-dann{suffix}"
+
+
 def plan_arms(config: ExperimentConfig) -> list[ArmPlan]:
     """Arms x privacy settings, each federated arm also aligned when `alignment.enabled`;
     `centralized` (never private) runs once; transfer adds the arms its encoders come from."""
@@ -215,7 +225,7 @@ def plan_arms(config: ExperimentConfig) -> list[ArmPlan]:
                 update={"server_learning_rate": transfer.meta_server_learning_rate}),
             "training": config.training.model_copy(
                 update={"local_epochs": transfer.meta_local_epochs})})
-        plans.append(ArmPlan(f"{transfer.source}-reptile", transfer.source,
+        plans.append(ArmPlan(_meta_label(transfer.source), transfer.source,
                              settings[0][1], meta, baseline=reference))
     for name in config.simulation.arms:
         if not algorithm_named(name).private:
@@ -225,9 +235,9 @@ def plan_arms(config: ExperimentConfig) -> list[ArmPlan]:
             plans.append(ArmPlan(name + suffix, name, label, variant,
                                  baseline=reference + suffix))
             if config.alignment.enabled and algorithm_named(name).alignable:
-                plans.append(ArmPlan(f"{name}-dann{suffix}", name, label,
+                plans.append(ArmPlan(_dann_label(name, suffix), name, label,
                                      aligned_variant(variant), baseline=reference + suffix))
-    dann = f"{transfer.source}-dann"
+    dann = _dann_label(transfer.source)
     if transfer.targets and "dann" in transfer.arms and dann not in {p.label for p in plans}:
         plans.append(ArmPlan(dann, transfer.source, settings[0][1],
                              aligned_variant(settings[0][2]), baseline=reference))
@@ -327,8 +337,8 @@ def run_experiment(config: ExperimentConfig, out_dir: Path, *, overwrite: bool =
     separability = _separability(config, plans, datasets + targets, out_dir)
     transfer = None
     if targets:
-        transfer = run_transfer(config, targets, out_dir, _transfer_inits(config, plans,
-                                                                          out_dir), progress)
+        transfer = run_transfer(config, targets, out_dir, _transfer_inits(config, out_dir),
+                                progress)
     progress("auditing every privacy ledger the run wrote ...")
     ledgers = audit_run(out_dir)
     results = RunResults(
@@ -359,20 +369,17 @@ def audit_run(out_dir: Path) -> AuditSummary | None:
                         report=report.name)
 
 
-def _transfer_inits(config: ExperimentConfig, plans: list[ArmPlan], out_dir: Path
+def _transfer_inits(config: ExperimentConfig, out_dir: Path
                     ) -> dict[str, dict[int, TransferStart]]:
     """Per transfer arm and seed: the final global shared parameters it starts from, and
     for `dann` the federation's state of the targets (they took part, unlabelled)."""
-    source = config.transfer.source
-    if source not in {p.label for p in plans}:
-        raise FedsceneError(f"transfer.source {source!r} is not among simulation.arms; "
-                            f"add it there")
+    source = config.transfer.source  # an arm without a suffix: the config refuses a sweep
     rounds = config.federation.rounds
-    arm_source = {"probe": source, "finetune": source, "zeroshot": source,
-                  "meta": f"{source}-reptile", "dann": f"{source}-dann"}
+    arm_source = dict.fromkeys(SOURCE_ARMS, source) | {"meta": _meta_label(source),
+                                                       "dann": _dann_label(source)}
     inits: dict[str, dict[int, TransferStart]] = {}
     for arm in config.transfer.arms:
-        if arm == "local":
+        if arm not in arm_source:  # local starts fresh
             continue
         label = arm_source[arm]
         inits[arm] = {}

@@ -155,7 +155,7 @@ def adapt(config: ExperimentConfig, target: SceneDataset, arm: str, k: Shot, see
                                     f"{target.scene}'s budget of {plan.target_epsilon:g}")
             dp = DPSettings(plan.noise_multiplier, plan.max_grad_norm,
                             config.privacy.grad_sample_mode)
-        trainable = ("head.",) if arm == "probe" else ()
+        trainable = (HEAD,) if arm == "probe" else ()
         report = train_local(model, subset, config.data.train_negatives, config.training,
                              epochs=epochs, unit=unit, randomness=randomness,
                              trainable=trainable, dp=dp)

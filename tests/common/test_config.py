@@ -87,6 +87,12 @@ CROSS_FIELD_MISTAKES = {
                                "alignment.unlabelled"),
     "unlabelled without alignment": (['alignment.unlabelled=["a"]'], "alignment.enabled"),
     "alignment without scenes": (["alignment.enabled=true", "data.scenes=[]"], "data.scenes"),
+    # Repeats would share one state directory and spend one budget twice.
+    "an arm twice": (['simulation.arms=["local", "fedper", "local"]'], "simulation.arms"),
+    "a scene twice": (['data.scenes=["a", "b", "a"]'], "data.scenes"),
+    "a target twice": (['transfer.targets=["t", "t"]'], "transfer.targets"),
+    "one epsilon twice": (['simulation.privacy_sweep=[8, 8.0]', 'transfer.arms=["local"]'],
+                          "simulation.privacy_sweep"),
 }
 
 
@@ -103,3 +109,25 @@ def test_the_rules_accept_what_they_should():
     load_config(None, BASE + ["simulation.privacy_sweep=[1, 8]", 'transfer.arms=["local"]'])
     load_config(None, BASE + ["alignment.enabled=true", 'alignment.unlabelled=["b"]',
                               "privacy.scenes.t.epsilon=2"])
+    # Without data.scenes the scenes come from the data: a budget is checked there.
+    load_config(None, BASE + ["data.scenes=[]", "privacy.scenes.toys.epsilon=2"])
+    # Transfer arms that train their own federations need no source among the arms.
+    load_config(None, BASE + ['transfer.arms=["local", "meta"]', 'simulation.arms=["local"]'])
+
+
+def test_a_rule_across_sections_is_one_line_naming_its_keys():
+    with pytest.raises(ConfigError) as error:
+        load_config(None, BASE + ['simulation.arms=["local"]'])
+    assert str(error.value).startswith("defaults: transfer.source = 'fedper' is not in")
+    assert "\n" not in str(error.value) and "got" not in str(error.value)
+
+
+def test_the_config_type_names_exactly_the_registry_s_algorithms():
+    from typing import get_args
+
+    from fedscene.common.algorithms import ALGORITHMS, algorithm
+    from fedscene.common.config import Algorithm, TransferConfig
+
+    assert set(get_args(Algorithm)) == set(ALGORITHMS)
+    sources = get_args(TransferConfig.model_fields["source"].annotation)
+    assert all(algorithm(name).alignable for name in sources)
