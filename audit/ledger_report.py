@@ -6,13 +6,10 @@ import html
 import math
 from pathlib import Path
 
-import matplotlib
+from matplotlib.figure import Figure
+from rich.table import Table
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from rich.table import Table  # noqa: E402
-
-from fedscene.audit.ledgers import LedgerAudit  # noqa: E402
+from fedscene.audit.ledgers import LedgerAudit
 
 COLUMNS = ("scene", "unit", "rounds", "steps", "sample rate", "noise", "clip", "delta",
            "eps recorded", "eps PRV", "eps PLD", "eps RDP", "budget", "remaining", "verdict")
@@ -45,7 +42,8 @@ def terminal_table(results: list[LedgerAudit]) -> Table:
 
 
 def plot_epsilon(results: list[LedgerAudit], path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    fig = Figure(figsize=(6.4, 4.0))
+    ax = fig.subplots()
     for result in results:
         if result.per_entry:
             xs = list(range(1, len(result.per_entry) + 1))
@@ -60,7 +58,6 @@ def plot_epsilon(results: list[LedgerAudit], path: Path) -> None:
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def write_report(results: list[LedgerAudit], path: Path) -> None:

@@ -12,11 +12,11 @@ from fedscene.server.app import server_app_for
 from fedscene.server.federation import FederationOutcome
 from fedscene.server.strategy import ReplyObserver
 
-os.environ.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
-os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-# Ray warns on every start that it will stop overriding accelerator variables when
-# num_gpus=0; opting into that behaviour now (fedscene never uses a GPU) silences it.
-os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+# Set for the simulation's processes when an arm runs (not at import): no update check,
+# Ray's logs as they are, and Ray's notice on every start that it will stop overriding
+# accelerator variables when num_gpus=0 silenced by opting in now (fedscene uses no GPU).
+SIMULATION_ENVIRONMENT = {"FLWR_DISABLE_UPDATE_CHECK": "1", "RAY_DEDUP_LOGS": "0",
+                          "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0"}
 
 
 class _HideRunSimulationNotice(logging.Filter):
@@ -30,6 +30,8 @@ class _HideRunSimulationNotice(logging.Filter):
 def run_arm(config: ExperimentConfig, *, algorithm: str, out_dir: Path, seed: int, run_id: str,
             observer: ReplyObserver | None = None, verbose: bool = False) -> FederationOutcome:
     """One Flower simulation: a node per scene of `config.data.scenes` (which must be set)."""
+    for name, value in SIMULATION_ENVIRONMENT.items():
+        os.environ.setdefault(name, value)
     from flwr.simulation import run_simulation  # imports Ray; keep `fedscene --help` fast
 
     from fedscene.client.app import app as client_app

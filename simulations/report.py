@@ -7,26 +7,23 @@ import math
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import pandas as pd
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from fedscene.common.algorithms import algorithm as algorithm_named  # noqa: E402
-from fedscene.common.algorithms import reference_name  # noqa: E402
-from fedscene.common.config import PrivacyConfig  # noqa: E402
-from fedscene.common.html_page import write_html  # noqa: E402
-from fedscene.common.layout import RunLayout  # noqa: E402
-from fedscene.common.metrics import PRIMARY  # noqa: E402
-from fedscene.simulations.results import (  # noqa: E402
+from fedscene.common.algorithms import algorithm as algorithm_named
+from fedscene.common.algorithms import reference_name
+from fedscene.common.config import PrivacyConfig
+from fedscene.common.html_page import write_html
+from fedscene.common.layout import RunLayout
+from fedscene.common.metrics import PRIMARY
+from fedscene.simulations.results import (
     ArmResult,
     AuditSummary,
     BaselineResult,
     RunResults,
     TargetResult,
 )
-from fedscene.simulations.verdict import audit_line, verdict_lines  # noqa: E402
+from fedscene.simulations.verdict import audit_line, verdict_lines
 
 TABLE_METRICS = (PRIMARY, "hr@10", "full-ndcg@10", "full-recall@20")
 
@@ -36,7 +33,6 @@ def _save(fig, out_dir: Path, stem: str, metric: str) -> str:
     path = RunLayout(out_dir).plot(f"{stem}_{metric.replace('@', '')}")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path.name
 
 
@@ -61,7 +57,8 @@ def write_outputs(out_dir: Path, results: RunResults, round_rows: list[dict[str,
 
 def _plot_rounds(out_dir: Path, rounds: pd.DataFrame, metric: str) -> str:
     mean = rounds.groupby(["arm", "round"])[metric].mean().reset_index()
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    fig = Figure(figsize=(6.4, 4.0))
+    ax = fig.subplots()
     for arm, part in mean.groupby("arm"):
         ax.plot(part["round"], part[metric], marker="o", label=arm)
     ax.set_xlabel("round")
@@ -77,7 +74,8 @@ def _plot_scenes(out_dir: Path, results: RunResults, metric: str) -> str:
     columns |= {name: v.per_scene for name, v in results.baselines.items()}
     scenes = [s["scene"] for s in results.scenes]
     width = 0.8 / max(len(columns), 1)
-    fig, ax = plt.subplots(figsize=(max(6.4, 1.1 * len(scenes) + 2), 4.2))
+    fig = Figure(figsize=(max(6.4, 1.1 * len(scenes) + 2), 4.2))
+    ax = fig.subplots()
     for i, (name, table) in enumerate(columns.items()):
         shown = [j for j, s in enumerate(scenes) if s in table]
         means = [table[scenes[j]][metric]["mean"] for j in shown]
@@ -109,7 +107,8 @@ def _setting_order(setting: str) -> float:
 def _plot_privacy_utility(out_dir: Path, results: RunResults, metric: str) -> str:
     table = privacy_utility(results, metric)
     settings = sorted({s for row in table.values() for s in row}, key=_setting_order)
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    fig = Figure(figsize=(6.4, 4.0))
+    ax = fig.subplots()
     for algorithm, row in table.items():
         if not algorithm_named(algorithm).private:
             ax.axhline(row["no DP"], color="grey", ls="--", label=f"{algorithm} (no DP)")
@@ -128,8 +127,8 @@ def _plot_privacy_utility(out_dir: Path, results: RunResults, metric: str) -> st
 
 def _plot_adaptation(out_dir: Path, transfer: dict[str, TargetResult], metric: str) -> str:
     """Metric against k, one line per arm, one panel per target scene."""
-    fig, axes = plt.subplots(1, len(transfer), figsize=(5.2 * len(transfer), 3.8),
-                             squeeze=False)
+    fig = Figure(figsize=(5.2 * len(transfer), 3.8))
+    axes = fig.subplots(1, len(transfer), squeeze=False)
     for ax, (target, info) in zip(axes[0], transfer.items(), strict=True):
         shots = list(info.shots)
         arms = sorted({a for e in info.shots.values() for a in e.metrics})
