@@ -6,6 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
+from fedscene.audit.coordinator_record import check_against
 from fedscene.common.algorithms import describe, federated_names, reference_name
 from fedscene.common.config import load_config
 from fedscene.common.console import console
@@ -25,6 +26,10 @@ def _audit(args: argparse.Namespace) -> int:
         raise FedsceneError("fedscene audit: name at least one state directory, run "
                             "directory or ledger (or use --empirical)")
     results = audit(args.paths, near=args.near, jobs=args.jobs)
+    for record in args.coordinator:
+        if not check_against(results, Path(record)):
+            raise FedsceneError(f"--coordinator {record}: names none of the audited ledgers' "
+                                f"scenes ({', '.join(sorted({r.scene for r in results}))})")
     if args.json:
         print(to_json(results))
     else:
@@ -92,6 +97,10 @@ def register(commands: argparse._SubParsersAction, main_job_config: Path) -> Non
                        help="fraction of the budget from which a scene is 'near budget'")
     audit.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                        help="ledgers audited in parallel")
+    audit.add_argument("--coordinator", action="append", default=[], metavar="FEDERATION_JSON",
+                       help="the coordinator's federation.json: each scene's ledger must hold "
+                            "every ledger head its replies reported, in order (a rewritten "
+                            "ledger fails as 'rewritten'); repeat for several campaigns")
     empirical = audit.add_argument_group(
         "empirical audit", "train one scene with canary shoppers and bound epsilon from "
                            "below (Steinke, Nasr & Jagielski 2023)")

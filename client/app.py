@@ -30,11 +30,13 @@ from fedscene.common.config import ExperimentConfig, refuse_reproducible_noise
 from fedscene.common.data import resolve_scenes
 from fedscene.common.errors import FedsceneError
 from fedscene.common.layout import scene_directory
+from fedscene.common.ledger import read_ledger
 from fedscene.common.protocol import (
     ALGORITHM,
     ARRAYS,
     CONFIG_JSON,
     CONFIG_RECORD,
+    LEDGER_HEAD,
     METRICS,
     RUN_ID,
     SEED,
@@ -95,9 +97,14 @@ def _resolve(message: Message, context: Context) -> tuple[RoundRequest, SceneSta
     return request, SceneState(directory, scene)
 
 
-def _reply(message: Message, metrics: dict[str, float], status: ConfigRecord,
+def _reply(message: Message, state: SceneState, metrics: dict[str, float], status: str,
            arrays: dict[str, torch.Tensor] | None = None) -> Message:
-    content = RecordDict({METRICS: MetricRecord(metrics), STATUS: status})
+    """The reply: its metrics, the scene, its status and the hash of the scene's latest
+    ledger entry (read after everything the message ledgered), which the coordinator
+    records so that a ledger rewritten later is caught (`fedscene audit --coordinator`)."""
+    record = ConfigRecord({"scene": state.scene, STATUS: status,
+                           LEDGER_HEAD: read_ledger(state.ledger_path).head})
+    content = RecordDict({METRICS: MetricRecord(metrics), STATUS: record})
     if arrays is not None:
         content[ARRAYS] = ArrayRecord(arrays)
     return Message(content=content, reply_to=message)
@@ -153,13 +160,12 @@ def train(message: Message, context: Context) -> Message:
     dataset = load_scene_dataset(request.config, state.scene)
     loaded = time.time()
     outcome = train_round(state, dataset, request)
-    status = ConfigRecord({"scene": state.scene, "status": outcome.status})
     if outcome.status != TRAINED:
-        return _reply(message, {}, status, {})
+        return _reply(message, state, {}, outcome.status, {})
     timings = {"process-uptime-s": arrived - PROCESS_STARTED, "load-s": loaded - arrived,
                "train-s": time.time() - loaded}
     metrics = released_metrics(state, request, outcome.metrics | timings, dataset.n_train)
-    return _reply(message, metrics, status, outcome.shared)
+    return _reply(message, state, metrics, outcome.status, outcome.shared)
 
 
 @app.evaluate()
@@ -170,4 +176,4 @@ def evaluate(message: Message, context: Context) -> Message:
     request, state = _resolve(message, context)
     dataset = load_scene_dataset(request.config, state.scene)
     metrics = released_metrics(state, request, evaluate_round(state, dataset, request))
-    return _reply(message, metrics, ConfigRecord({"scene": state.scene, "status": "evaluated"}))
+    return _reply(message, state, metrics, "evaluated")

@@ -73,6 +73,11 @@ class RunLayout:
     def arm(self, label: str, seed: int) -> ArmLayout:
         return ArmLayout(self.root / "arms" / f"{label}-seed{seed}")
 
+    def arms(self) -> list[ArmLayout]:
+        """Every arm and seed the run directory holds."""
+        return [ArmLayout(path) for path in sorted((self.root / "arms").glob("*-seed*"))
+                if path.is_dir()]
+
     def transfer(self, target: str, arm: str, shots: int | str, seed: int) -> Path:
         """The target's state directory for one adaptation (`shots` k, or "all")."""
         return self.root / "transfer" / scene_dirname(target) / f"{arm}-k{shots}-seed{seed}"

@@ -11,6 +11,7 @@ SERVER_ROUND = "server-round"
 ARRAYS = "arrays"
 METRICS = "metrics"
 STATUS = "status"
+LEDGER_HEAD = "ledger-head"  # in a reply's status: the hash of the scene's last ledger entry
 NUM_EXAMPLES = "num-examples"
 TRAINED = "trained"
 BUDGET_EXHAUSTED = "budget-exhausted"

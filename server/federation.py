@@ -34,6 +34,7 @@ class FederationOutcome:
     failures: list[dict[str, Any]] = field(default_factory=list)
     exhausted: list[str] = field(default_factory=list)
     round_seconds: dict[int, float] = field(default_factory=dict)
+    ledger_heads: list[dict[str, Any]] = field(default_factory=list)  # round, phase, scene, head
 
     @classmethod
     def read(cls, path: Path) -> FederationOutcome:
@@ -81,7 +82,8 @@ def run_federation(grid: Grid, config: ExperimentConfig, *, algorithm: str, num_
                                 evaluations=strategy.evaluations, trained=strategy.trained,
                                 failures=strategy.failures,
                                 exhausted=sorted(strategy.exhausted.values()),
-                                round_seconds=strategy.round_seconds)
+                                round_seconds=strategy.round_seconds,
+                                ledger_heads=strategy.ledger_heads)
     layout.federation_json.write_text(json.dumps(asdict(outcome), indent=2,
                                                  default=_json_default))
     return outcome

@@ -35,6 +35,7 @@ from fedscene.common.protocol import (
     ARRAYS,
     BUDGET_EXHAUSTED,
     CONFIG_RECORD,
+    LEDGER_HEAD,
     METRICS,
     NUM_EXAMPLES,
     SERVER_ROUND,
@@ -90,6 +91,7 @@ class SceneStrategy(FedAvg):
         self.trained: list[dict[str, Any]] = []
         self.round_started: dict[int, float] = {}
         self.round_seconds: dict[int, float] = {}  # train + evaluate, as the server waited
+        self.ledger_heads: list[dict[str, Any]] = []  # per reply: the scene's ledger head
 
     def _all_nodes(self, grid: Grid) -> list[int]:
         node_ids, _ = sample_nodes(grid, self.min_available_nodes, self.min_available_nodes)
@@ -122,6 +124,14 @@ class SceneStrategy(FedAvg):
             self.scene_of_node[node] = scene
         return self.scene_of_node.get(node, f"node {node}")
 
+    def _record_head(self, server_round: int, phase: str, scene: str, content: RecordDict
+                     ) -> None:
+        """Keep the hash of the scene's latest ledger entry its reply carried: the
+        coordinator's record of each partner's ledger (`fedscene audit --coordinator`)."""
+        if STATUS in content.config_records and LEDGER_HEAD in content[STATUS]:
+            self.ledger_heads.append({"round": server_round, "phase": phase, "scene": scene,
+                                      "head": str(content[STATUS][LEDGER_HEAD])})
+
     def _fail(self, server_round: int, phase: str, message: Message, reason: str) -> None:
         node = message.metadata.src_node_id
         scene = self._scene(message)
@@ -139,6 +149,7 @@ class SceneStrategy(FedAvg):
                 continue
             content = message.content
             scene = self._scene(message)
+            self._record_head(server_round, "train", scene, content)
             if STATUS in content.config_records and (
                     content[STATUS].get(STATUS) == BUDGET_EXHAUSTED):
                 self.exhausted[message.metadata.src_node_id] = scene
@@ -184,6 +195,7 @@ class SceneStrategy(FedAvg):
                 self._fail(server_round, "evaluate", message, message.error.reason)
                 continue
             scene = self._scene(message)
+            self._record_head(server_round, "evaluate", scene, message.content)
             rows.append({"round": server_round, "scene": scene}
                         | dict(message.content[METRICS]))
         self.evaluations.extend(rows)

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from fedscene.audit.coordinator_record import check_heads, recorded_heads
 from fedscene.audit.ledger_report import write_report as write_audit_report
 from fedscene.audit.ledgers import audit
 from fedscene.client.privacy import PrivacyAccount
@@ -353,13 +354,20 @@ def run_experiment(config: ExperimentConfig, out_dir: Path, *, overwrite: bool =
 
 
 def audit_run(out_dir: Path) -> AuditSummary | None:
-    """Audit every ledger under the run directory (`fedscene audit`'s checks), write
-    `audit.md` beside the report, and return the verdicts for results.json (None when the
-    run wrote no ledger: no arm trained on a scene's data)."""
+    """Audit every ledger under the run directory (`fedscene audit`'s checks, and each
+    federation's scenes against the ledger heads it recorded, as `--coordinator` does),
+    write `audit.md` beside the report, and return the verdicts for results.json (None
+    when the run wrote no ledger: no arm trained on a scene's data)."""
     paths = sorted(out_dir.rglob(LEDGER_FILE))
     if not paths:
         return None
     audited = audit(paths, jobs=min(len(paths), os.cpu_count() or 1))
+    for arm in RunLayout(out_dir).arms():  # each federation's record of its scenes' ledgers
+        if arm.federation_json.exists():
+            heads = recorded_heads(arm.federation_json)
+            for result in audited:
+                if Path(result.ledger).is_relative_to(arm.scenes) and result.scene in heads:
+                    check_heads(result, heads[result.scene])
     report = RunLayout(out_dir).audit_md
     write_audit_report(audited, report)
     return AuditSummary(passed=all(a.passed for a in audited), ledgers=len(audited),

@@ -146,6 +146,12 @@ def test_harness_sweep_report_and_audit(tmp_path, capsys):
     # The DP arms' ledgers audit clean; the no-DP ones are reported as such (exit 1).
     dp_arms = [str(out / "arms" / f"{arm}@eps4-seed0") for arm in ("local", "fedper")]
     assert main(["audit", *dp_arms, "--jobs", "1"]) == 0
+    # Each reply carried the scene's ledger head; the coordinator's record matches them.
+    record = out / "arms" / "fedper@eps4-seed0" / "federation.json"
+    heads = json.loads(record.read_text())["ledger_heads"]
+    assert {(h["round"], h["phase"]) for h in heads} == {
+        (r, p) for r in (1, 2) for p in ("train", "evaluate")}
+    assert main(["audit", dp_arms[1], "--coordinator", str(record), "--jobs", "1"]) == 0
     assert main(["audit", str(out), "--jobs", "1"]) == 1
     assert "no DP" in capsys.readouterr().out
     # A tampered copy fails and names the scene and the entry.
