@@ -223,6 +223,12 @@ class FederationConfig(_Strict):
                            "metrics, each release ledgered as without DP; false: nothing but "
                            "the noised shared parameters leaves a scene")
     round_timeout_s: float = Field(3600.0, gt=0.0)
+    max_update_ratio: float = Field(
+        10.0, ge=0.0, description="a reply whose update (its shared parameters less the "
+                                  "current ones) is longer than this x the median of the "
+                                  "round's and the last round's accepted updates is left out "
+                                  "as a failure, with its reason (0: no bound; needs 3 "
+                                  "updates to judge by)")
 
 
 class AlignmentConfig(_Strict):

@@ -64,7 +64,8 @@ def run_federation(grid: Grid, config: ExperimentConfig, *, algorithm: str, num_
     federation = config.federation
     strategy = SceneStrategy(num_nodes, server_learning_rate=federation.server_learning_rate,
                              server_momentum=federation.server_momentum,
-                             weighted=federation.send_num_examples, observer=observer)
+                             weighted=federation.send_num_examples,
+                             max_update_ratio=federation.max_update_ratio, observer=observer)
     layout = ArmLayout(out_dir)
     layout.checkpoint(0).parent.mkdir(parents=True, exist_ok=True)
 

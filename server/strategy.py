@@ -75,12 +75,15 @@ class SceneStrategy(FedAvg):
 
     def __init__(self, num_nodes: int, *, server_learning_rate: float = 1.0,
                  server_momentum: float = 0.0, weighted: bool = True,
+                 max_update_ratio: float = 0.0,
                  observer: ReplyObserver | None = None) -> None:
         super().__init__(min_train_nodes=num_nodes, min_evaluate_nodes=num_nodes,
                          min_available_nodes=num_nodes)
         self.server_learning_rate = server_learning_rate
         self.server_momentum = server_momentum
         self.weighted = weighted
+        self.max_update_ratio = max_update_ratio
+        self.previous_norms: list[float] = []  # the last round's accepted update norms
         self.observer = observer
         self.current: dict[str, np.ndarray] = {}
         self.velocity: dict[str, np.ndarray] = {}
@@ -124,6 +127,32 @@ class SceneStrategy(FedAvg):
             self.scene_of_node[node] = scene
         return self.scene_of_node.get(node, f"node {node}")
 
+    def _bounded(self, server_round: int, accepted: list[Message]) -> list[Message]:
+        """The replies whose update (reply less the current shared parameters) has an L2
+        norm at most `max_update_ratio` x the median of this round's and the last round's
+        accepted norms; the others are left out as failures with their reason. Needs at
+        least three norms to judge by (0 turns the check off)."""
+        norms = [float(np.sqrt(sum(
+            float(np.sum((m.content[ARRAYS][name].numpy() - value) ** 2))
+            for name, value in self.current.items()))) for m in accepted]
+        pool = norms + self.previous_norms
+        if self.max_update_ratio <= 0 or len(pool) < 3:
+            self.previous_norms = norms
+            return accepted
+        reference = float(np.median(pool))
+        kept, kept_norms = [], []
+        for message, norm in zip(accepted, norms, strict=True):
+            if norm > self.max_update_ratio * max(reference, 1e-12):
+                self._fail(server_round, "train", message,
+                           f"update norm {norm:.3g} is {norm / max(reference, 1e-12):.3g}x the "
+                           f"median {reference:.3g} (federation.max_update_ratio "
+                           f"{self.max_update_ratio:g}): left out of the average")
+                continue
+            kept.append(message)
+            kept_norms.append(norm)
+        self.previous_norms = kept_norms
+        return kept
+
     def _record_head(self, server_round: int, phase: str, scene: str, content: RecordDict
                      ) -> None:
         """Keep the hash of the scene's latest ledger entry its reply carried: the
@@ -142,7 +171,7 @@ class SceneStrategy(FedAvg):
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Validate replies, average the valid ones, and take the server step."""
-        accepted: list[RecordDict] = []
+        valid: list[Message] = []
         for message in replies:
             if message.has_error():
                 self._fail(server_round, "train", message, message.error.reason)
@@ -162,9 +191,12 @@ class SceneStrategy(FedAvg):
                 continue
             if self.observer:
                 self.observer(server_round, scene, content)
-            metrics = dict(content[METRICS])
-            self.trained.append({"round": server_round, "scene": scene} | metrics)
-            accepted.append(content)
+            valid.append(message)
+        accepted: list[RecordDict] = []
+        for message in self._bounded(server_round, valid):
+            self.trained.append({"round": server_round, "scene": self._scene(message)}
+                                | dict(message.content[METRICS]))
+            accepted.append(message.content)
         if not accepted:
             return None, None
         weights = np.array([float(c[METRICS][NUM_EXAMPLES]) if self.weighted else 1.0

@@ -70,3 +70,40 @@ def test_unweighted_when_dataset_sizes_are_not_sent():
                for i, x in ((1, 1.0), (2, 3.0))]
     arrays, _ = strategy.aggregate_train(1, replies)
     np.testing.assert_allclose(arrays["encoder.b"].numpy(), 2.0)
+
+
+def test_an_oversized_finite_update_is_left_out_with_its_reason():
+    strategy = SceneStrategy(4, weighted=False, max_update_ratio=10.0)
+    strategy.current = {k: v.copy() for k, v in EXPECTED.items()}
+    honest = [_content({k: np.full(v.shape, x) for k, v in EXPECTED.items()},
+                       {"train-loss": 1.0}, scene=f"s{i}")
+              for i, x in enumerate((0.9, 1.0, 1.1))]
+    hostile = _content({k: np.full(v.shape, 1e30) for k, v in EXPECTED.items()},
+                       {"train-loss": 1.0}, scene="hostile")
+    arrays, metrics = strategy.aggregate_train(
+        1, [_reply(c, i) for i, c in enumerate(honest + [hostile], start=1)])
+    np.testing.assert_allclose(arrays["encoder.w"].numpy(), 1.0, rtol=1e-6)  # honest mean
+    assert metrics["scenes-trained"] == 3
+    [failure] = strategy.failures
+    assert failure["scene"] == "hostile" and "update norm" in failure["reason"]
+    assert "federation.max_update_ratio 10" in failure["reason"]
+    # The next round judges by this round's accepted updates too: two replies suffice.
+    strategy.current = {k: arrays[k].numpy() for k in arrays}
+    strategy.failures.clear()
+    again = [_reply(_content({k: v + d for k, v in strategy.current.items()},
+                             {"train-loss": 1.0}, scene=s), i)
+             for i, (s, d) in enumerate((("s0", 0.1), ("hostile", 1e20)), start=1)]
+    strategy.aggregate_train(2, again)
+    assert [f["scene"] for f in strategy.failures] == ["hostile"]
+
+
+def test_no_bound_without_enough_updates_to_judge_or_when_turned_off():
+    for ratio, replies in ((10.0, 2), (0.0, 4)):
+        strategy = SceneStrategy(replies, weighted=False, max_update_ratio=ratio)
+        strategy.current = {k: v.copy() for k, v in EXPECTED.items()}
+        sizes = (1.0, 1e6, 1.0, 1.0)[:replies]
+        contents = [_content({k: np.full(v.shape, x) for k, v in EXPECTED.items()},
+                             {"train-loss": 1.0}, scene=f"s{i}") for i, x in enumerate(sizes)]
+        _, metrics = strategy.aggregate_train(1, [_reply(c, i) for i, c in
+                                                  enumerate(contents, start=1)])
+        assert metrics["scenes-trained"] == replies and not strategy.failures
