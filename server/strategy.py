@@ -133,7 +133,7 @@ class SceneStrategy(FedAvg):
         accepted norms; the others are left out as failures with their reason. Needs at
         least three norms to judge by (0 turns the check off)."""
         norms = [float(np.sqrt(sum(
-            float(np.sum((m.content[ARRAYS][name].numpy() - value) ** 2))
+            float(np.sum((m.content[ARRAYS][name].numpy().astype(np.float64) - value) ** 2))
             for name, value in self.current.items()))) for m in accepted]
         pool = norms + self.previous_norms
         if self.max_update_ratio <= 0 or len(pool) < 3:
