@@ -6,7 +6,6 @@ import argparse
 import os
 from pathlib import Path
 
-from fedscene.audit.coordinator_record import check_against
 from fedscene.common.algorithms import describe, federated_names, reference_name
 from fedscene.common.config import load_config
 from fedscene.common.console import console
@@ -14,6 +13,7 @@ from fedscene.common.errors import FedsceneError
 
 
 def _audit(args: argparse.Namespace) -> int:
+    from fedscene.audit.coordinator_record import check_against
     from fedscene.audit.ledger_report import terminal_table, write_report
     from fedscene.audit.ledgers import audit, to_json
 
