@@ -13,10 +13,10 @@ from fedscene.simulations.configs import default_config_path
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from fedscene.common.layout import RunLayout
-    from fedscene.simulations.runner import run_experiment
+    config = load_config(args.config or default_config_path(), args.set)  # refuse first
 
-    config = load_config(args.config or default_config_path(), args.set)
+    from fedscene.common.layout import RunLayout
+    from fedscene.simulations.runner import run_experiment  # torch, Flower: seconds
     out = Path(args.out)
 
     def progress(text: str) -> None:
