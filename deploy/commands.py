@@ -14,7 +14,7 @@ from pathlib import Path
 
 from fedscene.common.algorithms import DEPLOYMENT_DEFAULT
 
-# Flower 1.41 serves the Fleet, Control and Runtime APIs from one HTTPS server.
+# Flower 1.42 (as 1.41) serves the Fleet, Control and Runtime APIs from one HTTPS server.
 DEFAULT_PORT = 9092
 SUPERNODE_RUNTIME_PORT = 9094  # a SuperNode's local Runtime API; distinct per node on a host
 
