@@ -7,14 +7,18 @@ Deployment: a SuperLink and three SuperNodes on loopback with TLS and node authe
 `flwr run`. Simulation: `run_arm` on Flower's Ray engine with the same scenes and config.
 Reports per-round wall time as the server measured it, and where a client's time goes
 (process uptime when a message arrives, data loading, training). Writes
-benchmarks/results/deployment.json (`--toy`: one round, for CI).
+benchmarks/results/deployment.json (`--toy`: one round, for CI). Runs whether or not the
+virtual environment is active (Flower's tools are taken from this interpreter's
+environment); when it fails, it says where every process's log was kept.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
+import sys
 import tempfile
 import time
 from dataclasses import asdict
@@ -88,14 +92,19 @@ def main() -> None:
     if args.toy:
         args.rounds = 1
     rows = {}
-    with tempfile.TemporaryDirectory(prefix="fedscene-deploy-bench-") as tmp:
+    tmp = Path(tempfile.mkdtemp(prefix="fedscene-deploy-bench-"))
+    try:
         for name, how in (("deployment", deployed), ("simulation", simulated)):
-            wall, outcome = how(Path(tmp) / name, args.rounds)
+            wall, outcome = how(tmp / name, args.rounds)
             rounds = {int(k): v for k, v in outcome["round_seconds"].items()}
             rows[name] = {"total_s": wall, "round_s": rounds,
                           "mean_round_s": statistics.mean(rounds.values()),
                           "client": _client_timings(outcome)}
             print(name, json.dumps(rows[name]))
+    except BaseException:
+        print(f"the benchmark failed; every process's log is kept in {tmp}", file=sys.stderr)
+        raise
+    shutil.rmtree(tmp, ignore_errors=True)
     ratio = rows["deployment"]["mean_round_s"] / rows["simulation"]["mean_round_s"]
     table = Table(title=f"{DEPLOYMENT_DEFAULT}, 3 partners, {args.rounds} rounds: deployment "
                         f"vs simulation")

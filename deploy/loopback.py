@@ -76,7 +76,11 @@ class LoopbackFederation:
         (home / "config.toml").write_text(
             f'[superlink]\ndefault = "{CONNECTION}"\n\n'
             + connection_toml(CONNECTION, f"127.0.0.1:{self.port}", self.certs.ca_cert))
-        self.env = os.environ | {"FLWR_HOME": str(home), "FLWR_DISABLE_UPDATE_CHECK": "1"}
+        # Flower's processes start others by name (a SuperNode its flwr-clientapp): the
+        # tools of this interpreter's environment come first, whether or not it is active.
+        path = os.pathsep.join([str(BIN), os.environ.get("PATH", "")])
+        self.env = os.environ | {"FLWR_HOME": str(home), "FLWR_DISABLE_UPDATE_CHECK": "1",
+                                 "PATH": path}
         self.started: list[tuple[subprocess.Popen, IO[bytes]]] = []
 
     def __enter__(self) -> LoopbackFederation:
