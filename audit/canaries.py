@@ -70,12 +70,11 @@ class GradientCanaries:
             self._by_param[name] = (rows, flat[rows])
 
     @classmethod
-    def draw(cls, model: nn.Module, trainable: tuple[str, ...], m: int, units_per_canary: int,
-             norm: float, rng: np.random.Generator) -> GradientCanaries:
-        """`m` canaries at distinct coordinates drawn uniformly over the parameters under
-        the `trainable` prefixes (all when empty)."""
-        params = [(n, p.numel()) for n, p in model.named_parameters()
-                  if not trainable or n.startswith(trainable)]
+    def draw(cls, model: nn.Module, m: int, units_per_canary: int, norm: float,
+             rng: np.random.Generator) -> GradientCanaries:
+        """`m` canaries at distinct coordinates drawn uniformly over the model's
+        parameters."""
+        params = [(n, p.numel()) for n, p in model.named_parameters()]
         sizes = np.array([size for _, size in params])
         picks = rng.choice(int(sizes.sum()), size=m, replace=False)
         starts = np.r_[0, np.cumsum(sizes)[:-1]]
@@ -94,17 +93,13 @@ class GradientCanaries:
 
     def gradients(self, sampled: np.ndarray, params: list[tuple[str, nn.Parameter]]
                   ) -> list[torch.Tensor]:
-        canaries = self.unit_canary[sampled]
-        rows = []
-        for name, param in params:
-            grad = torch.zeros((len(sampled), param.numel()), dtype=param.dtype)
-            mine, flat = self._by_param.get(name, (np.empty(0, int), np.empty(0, int)))
-            position = {int(c): int(i) for c, i in zip(mine, flat, strict=True)}
-            for slot, canary in enumerate(canaries):
-                if int(canary) in position:
-                    grad[slot, position[int(canary)]] = self.norm
-            rows.append(grad.view(len(sampled), *param.shape))
-        return rows
+        rows = {name: torch.zeros((len(sampled), param.numel()), dtype=param.dtype)
+                for name, param in params}
+        for slot, canary in enumerate(self.unit_canary[sampled]):
+            name, index = self.coordinates[canary]
+            if name in rows:  # a parameter this phase trains
+                rows[name][slot, index] = self.norm
+        return [rows[name].view(len(sampled), *param.shape) for name, param in params]
 
     def observe(self, params: list[tuple[str, nn.Parameter]], batch_size: float) -> None:
         step = np.full(len(self.coordinates), np.nan)

@@ -13,12 +13,12 @@ from fedscene.common.errors import FedsceneError
 
 
 def _audit(args: argparse.Namespace) -> int:
+    if args.empirical:
+        return _audit_empirical(args)
     from fedscene.audit.coordinator_record import check_against
     from fedscene.audit.ledger_report import terminal_table, write_report
     from fedscene.audit.ledgers import audit, to_json
 
-    if args.empirical:
-        return _audit_empirical(args)
     if args.scene or args.set:
         raise FedsceneError("fedscene audit: --scene and --set belong to --empirical; add it, "
                             "or drop them to audit ledgers")

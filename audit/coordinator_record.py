@@ -56,13 +56,16 @@ def check_heads(result: LedgerAudit, heads: list[dict[str, Any]]) -> None:
         last = at
 
 
-def check_against(results: list[LedgerAudit], federation_json: Path) -> int:
-    """Check every audited ledger whose scene the record names; returns how many were
+def check_against(results: list[LedgerAudit], federation_json: Path,
+                  under: Path | None = None) -> int:
+    """Check every audited ledger whose scene the record names (and, with `under`, that
+    lies under that folder: one federation's state directories); returns how many were
     checked (the others' scenes did not take part in that federation)."""
     by_scene = recorded_heads(federation_json)
     checked = 0
     for result in results:
-        if result.scene in by_scene:
+        if result.scene in by_scene and (under is None
+                                         or Path(result.ledger).is_relative_to(under)):
             check_heads(result, by_scene[result.scene])
             checked += 1
     return checked

@@ -182,7 +182,7 @@ def run_empirical_audit(config: ExperimentConfig, scene: str, *, canaries: int =
     run_seed = config.simulation.seeds[0]
     torch.manual_seed(run_seed)
     template = build_model(config, dataset.n_items, algorithm)
-    white = GradientCanaries.draw(template, (), canaries, unit.units_of_shopper(examples),
+    white = GradientCanaries.draw(template, canaries, unit.units_of_shopper(examples),
                                   gradient_norm * config.privacy.max_grad_norm, rng)
     black = ShopperCanaries.draw(dataset, canaries, examples, rng)
     when = (np.datetime64(config.data.as_of, "s") - np.timedelta64(1, "D")

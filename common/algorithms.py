@@ -35,7 +35,8 @@ class Algorithm:
 
     `shares`: the parameter groups a scene sends to the server and takes back averaged
     (empty: nothing leaves, and with it no alignment, which needs a shared encoder);
-    `federated`: it runs over Flower, one scene per node (else the harness pools scenes);
+    `federated`: it runs over Flower, one scene per node, under each scene's DP account
+    (else the harness pools scenes, without DP);
     `head_first`: a round fits the head alone first, then the encoder alone (FedRep);
     `reference`: the arm every other arm's gain is measured against.
     """
@@ -50,11 +51,6 @@ class Algorithm:
     @property
     def alignable(self) -> bool:
         return bool(self.shares)
-
-    @property
-    def private(self) -> bool:
-        """Whether it trains under each scene's DP account (the pooled baseline does not)."""
-        return self.federated
 
     def shared_prefixes(self, aligned: bool = False) -> tuple[str, ...]:
         """What goes to the server: the shared groups, plus the discriminator if aligned."""

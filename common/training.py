@@ -301,7 +301,8 @@ def train_local(model: nn.Module, dataset: SceneDataset, negatives: int,
             done += 1
             optimizer.zero_grad(set_to_none=True)
             index = index.numpy()
-            sampled, extra = index[index < own], index[index >= own] - own
+            sampled, extra = ((index[index < own], index[index >= own] - own) if probe
+                              else (index, index[:0]))
             if len(sampled):
                 batch = unit.batch(dataset, sampled, randomness.examples, labelled, negatives)
                 loss = criterion(module(*batch.inputs), batch.labels, batch.weights)

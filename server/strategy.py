@@ -132,11 +132,13 @@ class SceneStrategy(FedAvg):
         norm at most `max_update_ratio` x the median of this round's and the last round's
         accepted norms; the others are left out as failures with their reason. Needs at
         least three norms to judge by (0 turns the check off)."""
+        if self.max_update_ratio <= 0:
+            return accepted
         norms = [float(np.sqrt(sum(
             float(np.sum((m.content[ARRAYS][name].numpy().astype(np.float64) - value) ** 2))
             for name, value in self.current.items()))) for m in accepted]
         pool = norms + self.previous_norms
-        if self.max_update_ratio <= 0 or len(pool) < 3:
+        if len(pool) < 3:
             self.previous_norms = norms
             return accepted
         reference = float(np.median(pool))

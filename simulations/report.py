@@ -110,7 +110,7 @@ def _plot_privacy_utility(out_dir: Path, results: RunResults, metric: str) -> st
     fig = Figure(figsize=(6.4, 4.0))
     ax = fig.subplots()
     for algorithm, row in table.items():
-        if not algorithm_named(algorithm).private:
+        if not algorithm_named(algorithm).federated:
             ax.axhline(row["no DP"], color="grey", ls="--", label=f"{algorithm} (no DP)")
             continue
         xs = [i for i, s in enumerate(settings) if s in row]

@@ -9,7 +9,7 @@ and `results.json`.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -68,13 +68,22 @@ Gain = dict[str, dict[str, Any]]  # metric -> mean, low, high, verdict
 
 
 @dataclass
-class ArmResult:
+class _Scored:
+    """Metrics per scene on the run's test rows, and their summary over scenes."""
+
+    per_scene: SceneTable
+    summary: dict[str, dict[str, Any]]  # metric -> worst scene, spread, mean over scenes
+
+    def mean_over_scenes(self, metric: str = PRIMARY) -> float:
+        return float(self.summary[metric]["mean_over_scenes"])
+
+
+@dataclass(kw_only=True)
+class ArmResult(_Scored):
     """One arm (algorithm under one privacy setting) over its seeds."""
 
     algorithm: str
     privacy_setting: str  # "epsilon 8", "no DP"
-    per_scene: SceneTable
-    summary: dict[str, dict[str, Any]]  # metric -> worst scene, spread, mean over scenes
     privacy: dict[str, list[dict[str, Any]]]  # scene -> each seed's ledger summary
     failures: list[dict[str, Any]]
     budget_exhausted: list[str]
@@ -85,22 +94,14 @@ class ArmResult:
     gain_over_local: dict[str, Gain] | None = None  # scene -> paired gain
     gain_over_baselines: dict[str, dict[str, Gain]] = field(default_factory=dict)
 
-    def mean_over_scenes(self, metric: str = PRIMARY) -> float:
-        return float(self.summary[metric]["mean_over_scenes"])
-
 
 @dataclass
-class BaselineResult:
+class BaselineResult(_Scored):
     """A baseline on the same test rows: what it reads, its metrics, and (DP popularity)
     the mechanism per scene."""
 
-    per_scene: SceneTable
-    summary: dict[str, dict[str, Any]]
-    note: str
+    note: str = ""
     mechanism: dict[str, dict[str, float]] | None = None
-
-    def mean_over_scenes(self, metric: str = PRIMARY) -> float:
-        return float(self.summary[metric]["mean_over_scenes"])
 
 
 @dataclass
@@ -168,18 +169,6 @@ class RunResults:
 
     def to_json(self) -> dict[str, Any]:
         """The JSON document of results.json (non-finite numbers as strings)."""
-        out = {f.name: getattr(self, f.name) for f in fields(self)}
-        out = {k: (json.loads(v.to_json()) if isinstance(v, ExperimentConfig)
-                   else asdict(v) if is_dataclass(v) else _plain(v)) for k, v in out.items()}
+        out = asdict(self)
+        out["config"] = json.loads(self.config.to_json())
         return json_safe(out)
-
-
-def _plain(value: Any) -> Any:
-    """Dataclasses inside mappings and lists as dictionaries."""
-    if is_dataclass(value):
-        return asdict(value)
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value

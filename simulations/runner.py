@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fedscene.audit.coordinator_record import check_heads, recorded_heads
+from fedscene.audit.coordinator_record import check_against
 from fedscene.audit.ledger_report import write_report as write_audit_report
 from fedscene.audit.ledgers import audit
 from fedscene.client.privacy import PrivacyAccount
@@ -229,7 +229,7 @@ def plan_arms(config: ExperimentConfig) -> list[ArmPlan]:
         plans.append(ArmPlan(_meta_label(transfer.source), transfer.source,
                              settings[0][1], meta, baseline=reference))
     for name in config.simulation.arms:
-        if not algorithm_named(name).private:
+        if not algorithm_named(name).federated:
             plans.append(ArmPlan(name, name, "no DP", plain))
             continue
         for suffix, label, variant in settings:
@@ -364,10 +364,7 @@ def audit_run(out_dir: Path) -> AuditSummary | None:
     audited = audit(paths, jobs=min(len(paths), os.cpu_count() or 1))
     for arm in RunLayout(out_dir).arms():  # each federation's record of its scenes' ledgers
         if arm.federation_json.exists():
-            heads = recorded_heads(arm.federation_json)
-            for result in audited:
-                if Path(result.ledger).is_relative_to(arm.scenes) and result.scene in heads:
-                    check_heads(result, heads[result.scene])
+            check_against(audited, arm.federation_json, under=arm.scenes)
     report = RunLayout(out_dir).audit_md
     write_audit_report(audited, report)
     return AuditSummary(passed=all(a.passed for a in audited), ledgers=len(audited),

@@ -13,7 +13,7 @@ def _model() -> nn.Module:
 
 def test_gradient_canaries_are_diracs_of_the_sampled_included_shoppers():
     model = _model()
-    canaries = GradientCanaries.draw(model, (), 20, units_per_canary=1, norm=10.0,
+    canaries = GradientCanaries.draw(model, 20, units_per_canary=1, norm=10.0,
                                      rng=np.random.default_rng(0))
     assert len(set(canaries.coordinates)) == 20
     assert canaries.extra_units == canaries.included.sum()
@@ -31,7 +31,7 @@ def test_gradient_canaries_are_diracs_of_the_sampled_included_shoppers():
 
 def test_a_canary_shopper_is_as_many_units_as_the_unit_says():
     assert ShopperUnit().units_of_shopper(12) == 1 and ExampleUnit().units_of_shopper(12) == 12
-    canaries = GradientCanaries.draw(_model(), (), 10, units_per_canary=12, norm=1.0,
+    canaries = GradientCanaries.draw(_model(), 10, units_per_canary=12, norm=1.0,
                                      rng=np.random.default_rng(1))
     assert canaries.extra_units == 12 * canaries.included.sum()
 
@@ -39,7 +39,7 @@ def test_a_canary_shopper_is_as_many_units_as_the_unit_says():
 def test_replayed_noise_is_used_only_when_it_explains_the_updates():
     model = _model()
     named = list(model.named_parameters())
-    canaries = GradientCanaries.draw(model, (), 8, 1, 1.0, np.random.default_rng(2))
+    canaries = GradientCanaries.draw(model, 8, 1, 1.0, np.random.default_rng(2))
     # The update was the noise of seed 5 (std 3) alone; the adversary replays seed 5.
     source = reproducible_source(5).noise
     for _, param in named:
@@ -50,7 +50,7 @@ def test_replayed_noise_is_used_only_when_it_explains_the_updates():
     # Less the replayed noise nothing is left: every canary scores as absent.
     absent = np.log(0.9 + 0.1 * np.exp(-0.5 / 9.0))
     assert explained and np.allclose(scores, absent, atol=1e-6)
-    other = GradientCanaries.draw(model, (), 8, 1, 1.0, np.random.default_rng(2))
+    other = GradientCanaries.draw(model, 8, 1, 1.0, np.random.default_rng(2))
     other.replay_seed(6)  # a seed it does not know the noise came from
     other.observe(named, batch_size=1.0)
     scores, explained = other.scores(noise_std=3.0, clip=1.0, sample_rate=0.1)
@@ -59,7 +59,7 @@ def test_replayed_noise_is_used_only_when_it_explains_the_updates():
 
 def test_a_canary_that_stands_out_in_one_step_outscores_one_spread_over_all():
     model = _model()
-    canaries = GradientCanaries.draw(model, (), 2, 1, 1.0, np.random.default_rng(4))
+    canaries = GradientCanaries.draw(model, 2, 1, 1.0, np.random.default_rng(4))
     named = list(model.named_parameters())
     index = {name: i for i, (name, _) in enumerate(named)}
     for step in range(10):
