@@ -223,6 +223,14 @@ class FederationConfig(_Strict):
                            "metrics, each release ledgered as without DP; false: nothing but "
                            "the noised shared parameters leaves a scene")
     round_timeout_s: float = Field(3600.0, gt=0.0)
+    partner_wait_s: float = Field(
+        600.0, ge=0.0, description="how long each round waits for all the campaign's "
+                                   "partners (nodes) to be connected before it goes on with "
+                                   "those that are; the others are named as absent")
+    quorum: int = Field(
+        1, ge=1, description="the fewest partners a round proceeds with: with fewer "
+                             "connected after partner_wait_s, or fewer accepted replies, the "
+                             "round leaves the shared parameters unchanged")
     max_update_ratio: float = Field(
         10.0, ge=0.0, description="a reply whose update (its shared parameters less the "
                                   "current ones) is longer than this x the median of the "
@@ -398,6 +406,9 @@ class ExperimentConfig(_Strict):
         if self.alignment.enabled and not scenes:
             return ("alignment.enabled needs data.scenes: each federating scene's place "
                     "there is its domain class; list the scenes")
+        if scenes and self.federation.quorum > len(scenes):
+            return (f"federation.quorum is {self.federation.quorum} but data.scenes names "
+                    f"{len(scenes)} partners; lower it to at most {len(scenes)}")
         return None
 
     def domain_index(self, scene: str) -> int:

@@ -35,6 +35,8 @@ class FederationOutcome:
     exhausted: list[str] = field(default_factory=list)
     round_seconds: dict[int, float] = field(default_factory=dict)
     ledger_heads: list[dict[str, Any]] = field(default_factory=list)  # round, phase, scene, head
+    absences: list[dict[str, Any]] = field(default_factory=list)  # round, phase, absent, reason
+    below_quorum: list[dict[str, Any]] = field(default_factory=list)  # rounds left unchanged
 
     @classmethod
     def read(cls, path: Path) -> FederationOutcome:
@@ -65,7 +67,9 @@ def run_federation(grid: Grid, config: ExperimentConfig, *, algorithm: str, num_
     strategy = SceneStrategy(num_nodes, server_learning_rate=federation.server_learning_rate,
                              server_momentum=federation.server_momentum,
                              weighted=federation.send_num_examples,
-                             max_update_ratio=federation.max_update_ratio, observer=observer)
+                             max_update_ratio=federation.max_update_ratio,
+                             quorum=federation.quorum, partner_wait_s=federation.partner_wait_s,
+                             observer=observer)
     layout = ArmLayout(out_dir)
     layout.checkpoint(0).parent.mkdir(parents=True, exist_ok=True)
 
@@ -84,7 +88,9 @@ def run_federation(grid: Grid, config: ExperimentConfig, *, algorithm: str, num_
                                 failures=strategy.failures,
                                 exhausted=sorted(strategy.exhausted.values()),
                                 round_seconds=strategy.round_seconds,
-                                ledger_heads=strategy.ledger_heads)
+                                ledger_heads=strategy.ledger_heads,
+                                absences=strategy.absences,
+                                below_quorum=strategy.below_quorum)
     layout.federation_json.write_text(json.dumps(asdict(outcome), indent=2,
                                                  default=_json_default))
     return outcome

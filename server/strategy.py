@@ -1,7 +1,11 @@
 """Scene-aware FedAvg: aggregates only the shared group, with a server-side update.
 
 Differences from Flower's FedAvg, which it extends:
-- every round waits for all N nodes, and never asks a scene that reported its budget spent;
+- a round waits at most `partner_wait_s` for all N nodes, then goes on with those connected
+  if they are at least `quorum` (the others are named as absent), and never asks a scene
+  that reported its budget spent;
+- a round whose accepted replies are fewer than `quorum` leaves the shared parameters as
+  they are;
 - each reply is validated (keys, shapes, finiteness) and a bad one is logged and left out
   instead of failing the round; failures are recorded with round, node and scene;
 - the average is applied as a server step on the delta, `w += lr * v` with
@@ -12,7 +16,7 @@ Differences from Flower's FedAvg, which it extends:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from logging import INFO, WARNING
 from typing import Any
 
@@ -27,10 +31,11 @@ from flwr.app import (
     RecordDict,
 )
 from flwr.common import log
+from flwr.common.constant import ErrorCode
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
-from flwr.serverapp.strategy.strategy_utils import sample_nodes
 
+from fedscene.common.errors import ConfigError
 from fedscene.common.protocol import (
     ARRAYS,
     BUDGET_EXHAUSTED,
@@ -75,10 +80,19 @@ class SceneStrategy(FedAvg):
 
     def __init__(self, num_nodes: int, *, server_learning_rate: float = 1.0,
                  server_momentum: float = 0.0, weighted: bool = True,
-                 max_update_ratio: float = 0.0,
-                 observer: ReplyObserver | None = None) -> None:
+                 max_update_ratio: float = 0.0, quorum: int = 1,
+                 partner_wait_s: float = 600.0, observer: ReplyObserver | None = None,
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        if quorum > num_nodes:
+            raise ConfigError(f"federation.quorum is {quorum} but the campaign has "
+                              f"{num_nodes} partners; lower it to at most {num_nodes}")
         super().__init__(min_train_nodes=num_nodes, min_evaluate_nodes=num_nodes,
                          min_available_nodes=num_nodes)
+        self.num_nodes = num_nodes
+        self.quorum = quorum
+        self.partner_wait_s = partner_wait_s
+        self.clock, self.sleep = clock, sleep
         self.server_learning_rate = server_learning_rate
         self.server_momentum = server_momentum
         self.weighted = weighted
@@ -95,30 +109,90 @@ class SceneStrategy(FedAvg):
         self.round_started: dict[int, float] = {}
         self.round_seconds: dict[int, float] = {}  # train + evaluate, as the server waited
         self.ledger_heads: list[dict[str, Any]] = []  # per reply: the scene's ledger head
+        self.absences: list[dict[str, Any]] = []  # round, phase, absent partners, why
+        self.below_quorum: list[dict[str, Any]] = []  # rounds that changed nothing, why
+        self.sent: dict[str, list[int]] = {}  # phase -> the nodes asked in this round
 
-    def _all_nodes(self, grid: Grid) -> list[int]:
-        node_ids, _ = sample_nodes(grid, self.min_available_nodes, self.min_available_nodes)
-        return sorted(node_ids)
+    def _required(self) -> int:
+        """Replies a round needs: the quorum, or every partner still in budget if fewer."""
+        return min(self.quorum, self.num_nodes - len(self.exhausted))
+
+    def _connected(self, grid: Grid, server_round: int, wait_s: float) -> list[int]:
+        """The connected nodes once all N are, or once `wait_s` has passed; the partners
+        missing then are recorded as absent from the round."""
+        deadline = self.clock() + wait_s
+        nodes = sorted(grid.get_node_ids())
+        if len(nodes) < self.num_nodes and wait_s > 0:
+            log(INFO, "round %s: %d of %d partners connected; waiting up to %.0f s "
+                      "(federation.partner_wait_s)", server_round, len(nodes), self.num_nodes,
+                wait_s)
+        while len(nodes) < self.num_nodes and self.clock() < deadline:
+            self.sleep(1.0)
+            nodes = sorted(grid.get_node_ids())
+        return nodes
+
+    def _note_absent(self, server_round: int, phase: str, present: Sequence[int],
+                     reason: str, among: Sequence[int] | None = None) -> None:
+        """Record the partners (by scene where a reply has named it) not in `present`: of
+        all N, or only of the nodes `among` (those sent a message)."""
+        if among is not None:
+            absent = [self.scene_of_node.get(n, f"node {n}") for n in among
+                      if n not in present]
+        else:
+            missing = [scene for node, scene in sorted(self.scene_of_node.items())
+                       if node not in present]
+            unseen = self.num_nodes - len(set(present)) - len(missing)
+            absent = missing + ([f"{unseen} partner(s) not seen yet"] if unseen > 0 else [])
+        if absent:
+            log(WARNING, "round %s %s: absent: %s (%s)", server_round, phase,
+                ", ".join(absent), reason)
+            self.absences.append({"round": server_round, "phase": phase, "absent": absent,
+                                  "reason": reason})
+
+    def _short_of_quorum(self, server_round: int, phase: str, count: int, what: str) -> bool:
+        """True (and recorded) when `count` partners are fewer than the round needs."""
+        required = self._required()
+        if count >= required:
+            return False
+        reason = (f"{count} {what}, fewer than the quorum of {required} "
+                  f"(federation.quorum): the shared parameters stay as they are")
+        log(WARNING, "round %s %s: %s", server_round, phase, reason)
+        self.below_quorum.append({"round": server_round, "phase": phase, "partners": count,
+                                  "quorum": required, "reason": reason})
+        return True
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
-        """All nodes but those whose budget is spent get the shared parameters."""
+        """The connected nodes, waited for up to `partner_wait_s`, but those whose budget
+        is spent get the shared parameters, if they make the quorum."""
         self.round_started[server_round] = time.time()
         self.current = {name: arrays[name].numpy() for name in arrays}
-        nodes = [n for n in self._all_nodes(grid) if n not in self.exhausted]
-        if not nodes:
+        self.sent["train"] = []
+        connected = self._connected(grid, server_round, self.partner_wait_s)
+        self._note_absent(server_round, "train", connected,
+                          f"not connected within {self.partner_wait_s:g} s "
+                          f"(federation.partner_wait_s)")
+        nodes = [n for n in connected if n not in self.exhausted]
+        if not nodes and self.exhausted:
             log(INFO, "configure_train: every scene has spent its privacy budget")
+            return []
+        if self._short_of_quorum(server_round, "train", len(nodes), "partners connected"):
             return []
         config[SERVER_ROUND] = server_round
         record = RecordDict({ARRAYS: arrays, CONFIG_RECORD: config})
+        self.sent["train"] = nodes
         return self._construct_messages(record, nodes, MessageType.TRAIN)
 
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                            grid: Grid) -> Iterable[Message]:
-        """Every node evaluates, including those that no longer train."""
+        """Every node connected evaluates, including those that no longer train (the round
+        has already waited for partners in training)."""
         config[SERVER_ROUND] = server_round
         record = RecordDict({ARRAYS: arrays, CONFIG_RECORD: config})
-        return self._construct_messages(record, self._all_nodes(grid), MessageType.EVALUATE)
+        nodes = self._connected(grid, server_round, 0.0)
+        self._note_absent(server_round, "evaluate", nodes, "not connected")
+        self.sent["evaluate"] = nodes
+        return self._construct_messages(record, nodes, MessageType.EVALUATE)
 
     def _scene(self, message: Message) -> str:
         node = message.metadata.src_node_id
@@ -163,6 +237,21 @@ class SceneStrategy(FedAvg):
             self.ledger_heads.append({"round": server_round, "phase": phase, "scene": scene,
                                       "head": str(content[STATUS][LEDGER_HEAD])})
 
+    def _errored(self, server_round: int, phase: str, message: Message) -> None:
+        """An error reply is a failure, except the SuperLink's "node unavailable" (the
+        partner went away during the round), which `_no_reply` names as an absence."""
+        if message.error.code != ErrorCode.NODE_UNAVAILABLE:
+            self._fail(server_round, phase, message, message.error.reason)
+
+    def _no_reply(self, server_round: int, phase: str, replies: list[Message]) -> None:
+        """Name the partners sent a message this round whose reply did not come."""
+        replied = [m.metadata.src_node_id for m in replies if not m.has_error()]
+        replied += [m.metadata.src_node_id for m in replies if m.has_error() and
+                    m.error.code != ErrorCode.NODE_UNAVAILABLE]
+        self._note_absent(server_round, phase, replied,
+                          "no reply: went offline during the round, or past "
+                          "federation.round_timeout_s", among=self.sent.get(phase, []))
+
     def _fail(self, server_round: int, phase: str, message: Message, reason: str) -> None:
         node = message.metadata.src_node_id
         scene = self._scene(message)
@@ -173,10 +262,11 @@ class SceneStrategy(FedAvg):
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Validate replies, average the valid ones, and take the server step."""
+        replies = list(replies)
         valid: list[Message] = []
         for message in replies:
             if message.has_error():
-                self._fail(server_round, "train", message, message.error.reason)
+                self._errored(server_round, "train", message)
                 continue
             content = message.content
             scene = self._scene(message)
@@ -194,13 +284,16 @@ class SceneStrategy(FedAvg):
             if self.observer:
                 self.observer(server_round, scene, content)
             valid.append(message)
+        self._no_reply(server_round, "train", replies)
+        kept = self._bounded(server_round, valid)
+        if self._short_of_quorum(server_round, "train", len(kept), "accepted replies") or (
+                not kept):
+            return None, None
         accepted: list[RecordDict] = []
-        for message in self._bounded(server_round, valid):
+        for message in kept:
             self.trained.append({"round": server_round, "scene": self._scene(message)}
                                 | dict(message.content[METRICS]))
             accepted.append(message.content)
-        if not accepted:
-            return None, None
         weights = np.array([float(c[METRICS][NUM_EXAMPLES]) if self.weighted else 1.0
                             for c in accepted])
         weights /= weights.sum()
@@ -223,10 +316,12 @@ class SceneStrategy(FedAvg):
                            ) -> MetricRecord | None:
         """Keep what each scene released (by default nothing: evaluation results stay in
         the scene's state directory); return their unweighted mean (each scene counts once)."""
+        replies = list(replies)
+        self._no_reply(server_round, "evaluate", replies)
         rows = []
         for message in replies:
             if message.has_error():
-                self._fail(server_round, "evaluate", message, message.error.reason)
+                self._errored(server_round, "evaluate", message)
                 continue
             scene = self._scene(message)
             self._record_head(server_round, "evaluate", scene, message.content)

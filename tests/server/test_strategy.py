@@ -3,6 +3,7 @@ import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.app.metadata import Metadata
 
+from fedscene.common.errors import ConfigError
 from fedscene.server.strategy import SceneStrategy, reply_problem
 
 EXPECTED = {"encoder.w": np.zeros((2, 3), dtype=np.float32),
@@ -107,3 +108,86 @@ def test_no_bound_without_enough_updates_to_judge_or_when_turned_off():
         _, metrics = strategy.aggregate_train(1, [_reply(c, i) for i, c in
                                                   enumerate(contents, start=1)])
         assert metrics["scenes-trained"] == replies and not strategy.failures
+
+
+class _Grid:
+    """Nodes connected over time: `schedule[i]` holds the node ids connected at tick i."""
+
+    def __init__(self, schedule):
+        self.schedule, self.tick = schedule, 0
+
+    def get_node_ids(self):
+        return self.schedule[min(self.tick, len(self.schedule) - 1)]
+
+    def clock(self):
+        return float(self.tick)
+
+    def sleep(self, _):
+        self.tick += 1
+
+
+def _addressed(strategy):
+    """The strategy, its messages replaced by the node ids they go to (a Message needs a
+    running Flower run)."""
+    strategy._construct_messages = lambda record, nodes, kind: list(nodes)
+    return strategy
+
+
+def _round_config():
+    return ArrayRecord({k: Array(v) for k, v in EXPECTED.items()}), ConfigRecord({})
+
+
+def _trained(values, scenes):
+    return [_reply(_content({k: np.full(v.shape, x) for k, v in EXPECTED.items()},
+                            {"train-loss": 1.0}, scene=s), node)
+            for (node, s), x in zip(scenes.items(), values, strict=True)]
+
+
+def test_a_round_waits_for_absent_partners_only_so_long_then_names_them():
+    grid = _Grid([[1, 2, 3]] + [[1, 2]] * 100)
+    strategy = _addressed(SceneStrategy(3, weighted=False, quorum=2, partner_wait_s=30.0,
+                                        clock=grid.clock, sleep=grid.sleep))
+    arrays, config = _round_config()
+    assert len(list(strategy.configure_train(1, arrays, config, grid))) == 3
+    strategy.aggregate_train(1, _trained((1.0, 2.0, 3.0), {1: "a", 2: "b", 3: "c"}))
+    # Partner c goes away: round 2 waits 30 ticks for it, then goes on with a and b.
+    grid.tick = 1
+    assert strategy.configure_train(2, arrays, config, grid) == [1, 2]
+    assert grid.tick == 1 + 30
+    [absence] = strategy.absences
+    assert absence["round"] == 2 and absence["absent"] == ["c"]
+    assert "federation.partner_wait_s" in absence["reason"]
+    updated, metrics = strategy.aggregate_train(2, _trained((1.0, 3.0), {1: "a", 2: "b"}))
+    assert metrics["scenes-trained"] == 2 and not strategy.below_quorum
+    np.testing.assert_allclose(updated["encoder.w"].numpy(), 2.0)
+
+
+def test_a_partner_that_never_connected_is_counted_and_the_quorum_holds_a_round():
+    grid = _Grid([[1]] * 100)
+    strategy = _addressed(SceneStrategy(3, quorum=2, partner_wait_s=5.0, clock=grid.clock,
+                                        sleep=grid.sleep))
+    arrays, config = _round_config()
+    assert list(strategy.configure_train(1, arrays, config, grid)) == []
+    assert strategy.absences[0]["absent"] == ["2 partner(s) not seen yet"]
+    [held] = strategy.below_quorum
+    assert held["round"] == 1 and held["partners"] == 1 and held["quorum"] == 2
+    assert "shared parameters stay as they are" in held["reason"]
+
+
+def test_fewer_accepted_replies_than_the_quorum_leave_the_parameters_unchanged():
+    grid = _Grid([[1, 2, 3]])
+    strategy = _addressed(SceneStrategy(3, weighted=False, quorum=2))
+    arrays, config = _round_config()
+    list(strategy.configure_train(1, arrays, config, grid))
+    broken = _reply(_content({"encoder.w": np.zeros((2, 3))}, scene="b"), 2)
+    updated, metrics = strategy.aggregate_train(
+        1, [*_trained((5.0,), {1: "a"}), broken])  # c never replies (timed out)
+    assert updated is None and metrics is None and strategy.trained == []
+    assert strategy.below_quorum[0]["partners"] == 1
+    [absence] = strategy.absences
+    assert absence["absent"] == ["node 3"] and "no reply" in absence["reason"]
+
+
+def test_a_quorum_above_the_partners_is_refused():
+    with pytest.raises(ConfigError, match="federation.quorum is 4 but the campaign has 3"):
+        SceneStrategy(3, quorum=4)
