@@ -374,9 +374,25 @@ def render_report(results: RunResults, plots: list[str]) -> str:
                              f"successful evaluation")
         lines += [f"- {f['arm']} seed {f['seed']} round {f['round']} ({f['phase']}): "
                   f"{f['scene']}: {f['reason']}" for f in failures]
+    lines += absence_lines(results.arms)
     lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
     timings = results.timings
     lines += ["", f"Total wall time {timings.total_s:.0f}s (" + ", ".join(
         f"{a} {s:.0f}s" for a, s in timings.per_arm_s.items()) + ")."]
     lines += ["", "Data: UCI Online Retail (Chen, Sain & Guo 2012), CC BY 4.0, where used."]
     return "\n".join(lines) + "\n"
+
+
+def absence_lines(arms: dict[str, ArmResult]) -> list[str]:
+    """The report's "Absent partners" section: each round a partner missed, and each round
+    held below the quorum (nothing when every partner took part in every round)."""
+    absences = [a | {"arm": arm} for arm, v in arms.items() for a in v.absences]
+    if not absences:
+        return []
+    return ["", "## Absent partners", "",
+            "A round waits `federation.partner_wait_s` for every partner, then goes on with "
+            "those there if they make `federation.quorum`; below it the shared parameters "
+            "stay as they are.", ""] + [
+        f"- {a['arm']} seed {a['seed']} round {a['round']} ({a['phase']}): "
+        f"{', '.join(a['absent']) + ': ' if a['absent'] else ''}{a['reason']}"
+        for a in absences]

@@ -86,6 +86,7 @@ class ArmResult(_Scored):
     privacy_setting: str  # "epsilon 8", "no DP"
     privacy: dict[str, list[dict[str, Any]]]  # scene -> each seed's ledger summary
     failures: list[dict[str, Any]]
+    absences: list[dict[str, Any]]  # partners missing from a round, and rounds held (quorum)
     budget_exhausted: list[str]
     not_evaluated: list[str]
     evaluated_before_final_round: dict[str, int]

@@ -254,6 +254,7 @@ def _run_plan(plan: ArmPlan, datasets: list[SceneDataset], out_dir: Path, run_id
     runs: dict[str, list[PerUser]] = {d.scene: [] for d in datasets}
     privacy: dict[str, list[dict[str, Any]]] = {}
     failures: list[dict[str, Any]] = []
+    absences: list[dict[str, Any]] = []
     exhausted: set[str] = set()
     missing: set[str] = set()  # scenes with no evaluation at all (failed throughout)
     stale: dict[str, int] = {}  # scenes whose last evaluation is before the final round
@@ -272,6 +273,9 @@ def _run_plan(plan: ArmPlan, datasets: list[SceneDataset], out_dir: Path, run_id
                               verbose=verbose)
             rows = _round_rows(arm, [d.scene for d in datasets])
             failures += [f | {"seed": seed} for f in outcome.failures]
+            absences += [a | {"seed": seed} for a in outcome.absences]
+            absences += [{"seed": seed, "round": h["round"], "phase": h["phase"],
+                          "absent": [], "reason": h["reason"]} for h in outcome.below_quorum]
             exhausted |= set(outcome.exhausted)
             for d in datasets:
                 latest = _latest_per_user(arm, d.scene)
@@ -290,7 +294,8 @@ def _run_plan(plan: ArmPlan, datasets: list[SceneDataset], out_dir: Path, run_id
     result = ArmResult(algorithm=plan.algorithm, privacy_setting=plan.privacy,
                        per_scene=table,
                        summary={m: worst_and_spread(table, m) for m in METRICS},
-                       privacy=privacy, failures=failures, budget_exhausted=sorted(exhausted),
+                       privacy=privacy, failures=failures, absences=absences,
+                       budget_exhausted=sorted(exhausted),
                        not_evaluated=sorted(missing), evaluated_before_final_round=stale,
                        wall_s=time.time() - t0)
     hr = result.summary[PRIMARY]

@@ -107,3 +107,46 @@ def test_campaign_with_dp_restart_and_audit(federation):
 
     states = [str(federation.partners[n].state_dir(root)) for n in COUNTRIES]
     assert main(["audit", *states, "--jobs", "1"]) == 0
+
+
+def test_an_absent_partner_is_waited_for_named_and_resumes_later(federation):
+    """p3 is stopped after round 1: round 2 waits `partner_wait_s` for it, then goes on with
+    the quorum of two and names it absent; p3, restarted, rejoins round 3 with its head and
+    budget."""
+    root = federation.root
+    config = root / "run.toml"
+    config.write_text(
+        '[data]\nsource = "online_retail"\nscene_by = "country"\n'
+        'scenes = ["Germany", "France", "Spain"]\n'
+        "[federation]\nrounds = 3\nround_timeout_s = 90\npartner_wait_s = 40\nquorum = 2\n"
+        "[privacy]\nepsilon = 6.0\n[simulation]\nbootstrap_samples = 100\n")
+    nodes = {name: federation.start_partner(name) for name in COUNTRIES}
+    out = root / "coordinator"
+    run = federation.run(REPO, config, "fedper", out)
+    run_log = root / "flwr-run.log"
+
+    # Stop p3 once round 2 begins (it has replied to round 1), restart it once the
+    # coordinator has gone on without it.
+    _wait_for(lambda: "[ROUND 2/3]" in run_log.read_text(), 300, "round 2")
+    federation.stop(nodes["p3"])
+    state = federation.partners["p3"].state_dir(root)
+    saved_head = json.loads((state / "status.json").read_text())["ledger_head"]
+    _wait_for(lambda: "round 2 train: absent: Spain" in run_log.read_text(), 240,
+              "the coordinator naming Spain absent in round 2")
+    federation.start_partner("p3")
+    assert run.wait(timeout=480) == 0, run_log.read_text()[-3000:]
+
+    outcome = json.loads((out / "federation.json").read_text())
+    trained = {r: {t["scene"] for t in outcome["trained"] if t["round"] == r} for r in (1, 2, 3)}
+    assert trained == {1: {"Germany", "France", "Spain"}, 2: {"Germany", "France"},
+                       3: {"Germany", "France", "Spain"}}
+    absent = [a for a in outcome["absences"] if a["phase"] == "train"]
+    assert [(a["round"], a["absent"]) for a in absent] == [(2, ["Spain"])]
+    assert not outcome["below_quorum"]
+
+    # p3 continued from the head and budget it had saved.
+    entries = _ledger(federation, "p3")
+    saved = next(e for e in entries if e["hash"] == saved_head)
+    resumed = next(e for e in entries if e["round"] == 3)
+    assert resumed["local_state_in"] == saved["local_state_out"]
+    assert resumed["epsilon"] > saved["epsilon"]

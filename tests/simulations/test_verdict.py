@@ -26,7 +26,7 @@ def _summary(mean: float) -> dict:
 
 def _arm(mean: float, privacy: dict, **fields) -> ArmResult:
     return ArmResult(algorithm="fedper", privacy_setting="epsilon 8", per_scene={},
-                     summary=_summary(mean), privacy=privacy, failures=[],
+                     summary=_summary(mean), privacy=privacy, failures=[], absences=[],
                      budget_exhausted=[], not_evaluated=[], evaluated_before_final_round={},
                      wall_s=1.0, **fields)
 
