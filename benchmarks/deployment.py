@@ -61,7 +61,7 @@ def deployed(root: Path, rounds: int) -> tuple[float, dict]:
     partners = embedded_partners(root, COUNTRIES)
     config = root / "run.toml"
     config.write_text(_config_text(rounds))
-    with LoopbackFederation(root, partners) as federation:
+    with LoopbackFederation(root, partners, approved_apps=(REPO,)) as federation:
         federation.start_superlink()
         for name in COUNTRIES:
             federation.start_partner(name)

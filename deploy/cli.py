@@ -8,6 +8,7 @@ from pathlib import Path
 from fedscene.common.algorithms import DEPLOYMENT_DEFAULT, describe, federated_names
 from fedscene.common.config import load_config, refuse_reproducible_noise
 from fedscene.common.console import console
+from fedscene.common.errors import FedsceneError
 from fedscene.deploy.commands import DEFAULT_PORT
 
 
@@ -29,6 +30,37 @@ def _deploy_partner_key(args: argparse.Namespace) -> int:
     console.print(f"private key (stays with the partner): {private}\n"
                   f"public key (send to the coordinator to register): {public}")
     return 0
+
+
+def _deploy_app_key(args: argparse.Namespace) -> int:
+    from fedscene.deploy.app_signing import make_signing_key
+
+    private, public = make_signing_key(Path(args.out))
+    console.print(f"app-signing key (stays with the coordinator): {private}\n"
+                  f"public key (give to every partner, with each approval): {public}")
+    return 0
+
+
+def _deploy_sign_app(args: argparse.Namespace) -> int:
+    from fedscene.deploy.app_signing import fab_of, sign_fab
+
+    approval = sign_fab(fab_of(Path(args.app)), Path(args.key))
+    approval.write(Path(args.out))
+    console.print(f"approved app {approval.fab_sha256[:12]} (the FAB `flwr run {args.app}` "
+                  f"submits): {args.out}; give it to every partner")
+    return 0
+
+
+def _deploy_serve(args: argparse.Namespace) -> int:
+    from fedscene.deploy.executor import approved_by, runtime_address, serve_node
+
+    supernode = [a for a in args.supernode if a != "--"]
+    try:
+        runtime_address(supernode)
+    except ValueError as error:
+        raise FedsceneError(f"deploy serve: {error}") from None
+    refuse = approved_by([Path(a) for a in args.approval], Path(args.coordinator_key))
+    return serve_node(supernode, refuse)
 
 
 def _deploy_coordinator(args: argparse.Namespace) -> int:
@@ -55,7 +87,10 @@ def _deploy_partner(args: argparse.Namespace) -> int:
 
     console.print(partner_command(args.superlink, Path(args.ca).resolve(),
                                   Path(args.key).resolve(), args.scene,
-                                  Path(args.data).resolve(), Path(args.state).resolve()),
+                                  Path(args.data).resolve(), Path(args.state).resolve(),
+                                  [Path(a).resolve() for a in args.approval or
+                                   ["approval.json"]],
+                                  Path(args.coordinator_key).resolve()),
                   markup=False, soft_wrap=True)
     return 0
 
@@ -98,4 +133,29 @@ def register(commands: argparse._SubParsersAction) -> None:
     partner.add_argument("--scene", required=True)
     partner.add_argument("--data", required=True, help="the partner's data file")
     partner.add_argument("--state", required=True, help="the partner's state directory")
+    partner.add_argument("--approval", action="append",
+                         help="the coordinator's signed app approval (`deploy sign-app`; "
+                              "default approval.json; repeat for several)")
+    partner.add_argument("--coordinator-key", default="coordinator-app.pub",
+                         help="the coordinator's app-signing public key (`deploy app-key`)")
     partner.set_defaults(run=_deploy_partner)
+    app_key = deploy_commands.add_parser(
+        "app-key", help="the coordinator's app-signing key pair (Ed25519)")
+    app_key.add_argument("--out", required=True)
+    app_key.set_defaults(run=_deploy_app_key)
+    sign = deploy_commands.add_parser(
+        "sign-app", help="approve the app `flwr run APP` submits, for partners' executors")
+    sign.add_argument("--key", required=True, help="the coordinator's app-signing key")
+    sign.add_argument("--app", default=".", help="the app folder given to `flwr run`")
+    sign.add_argument("--out", default="approval.json")
+    sign.set_defaults(run=_deploy_sign_app)
+    serve = deploy_commands.add_parser(
+        "serve", help="a partner's SuperNode and its warm executor, running only approved "
+                      "apps (what `deploy partner` prints)")
+    serve.add_argument("--approval", action="append", required=True,
+                       help="an approval from `deploy sign-app` (repeat for several apps)")
+    serve.add_argument("--coordinator-key", required=True,
+                       help="the coordinator's app-signing public key")
+    serve.add_argument("supernode", nargs=argparse.REMAINDER,
+                       help="-- then the flower-supernode command (--isolation process)")
+    serve.set_defaults(run=_deploy_serve)

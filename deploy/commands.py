@@ -27,8 +27,9 @@ def coordinator_commands(certs: Path, database: Path, public_keys: list[Path],
                          listen: str = "0.0.0.0", port: int = DEFAULT_PORT,
                          connection: str = "fedscene", config_path: str = "",
                          algorithm: str = DEPLOYMENT_DEFAULT, out_dir: str = "fedscene-run",
-                         num_nodes: int = 0) -> list[str]:
-    """Start the SuperLink, register partners, start a run."""
+                         num_nodes: int = 0, app_key: Path = Path("coordinator-app"),
+                         approval: Path = Path("approval.json")) -> list[str]:
+    """Start the SuperLink, register partners, sign the app, start a run."""
     superlink = _command(
         "flower-superlink", "--ssl-ca-certfile", str(certs / "ca.crt"),
         "--ssl-certfile", str(certs / "server.pem"), "--ssl-keyfile", str(certs / "server.key"),
@@ -39,6 +40,8 @@ def coordinator_commands(certs: Path, database: Path, public_keys: list[Path],
               for key in public_keys]
     run_config = (f'config-path="{config_path}" algorithm="{algorithm}" out-dir="{out_dir}"'
                   + (f" num-nodes={num_nodes}" if num_nodes else ""))
+    lines.append(_command("fedscene", "deploy", "sign-app", "--key", str(app_key), "--app", ".",
+                          "--out", str(approval)))
     lines.append(_command("flwr", "run", ".", connection, "--run-config", run_config,
                           "--stream"))
     return lines
@@ -51,11 +54,17 @@ def connection_toml(name: str, control_address: str, ca_cert: Path) -> str:
 
 
 def partner_command(superlink: str, ca_cert: Path, private_key: Path, scene: str,
-                    data_path: Path, state_dir: Path,
-                    runtime_port: int = SUPERNODE_RUNTIME_PORT) -> str:
-    """The one command a partner runs next to its data."""
+                    data_path: Path, state_dir: Path, approvals: list[Path],
+                    coordinator_key: Path, runtime_port: int = SUPERNODE_RUNTIME_PORT) -> str:
+    """The one command a partner runs next to its data: fedscene's executor, which starts
+    the partner's SuperNode (`--isolation process`: it runs no app itself) and runs the
+    ClientApp for it, warm and only for apps the coordinator signed (`deploy.executor`)."""
     node_config = (f'scene="{scene}" data-path="{data_path}" state-dir="{state_dir}"')
-    return _command("flower-supernode", "--superlink", superlink,
+    approved = [part for path in approvals for part in ("--approval", str(path))]
+    return _command("fedscene", "deploy", "serve", *approved,
+                    "--coordinator-key", str(coordinator_key), "--",
+                    "flower-supernode", "--superlink", superlink,
                     "--root-certificates", str(ca_cert),
                     "--auth-supernode-private-key", str(private_key),
-                    "--node-config", node_config, "--port", str(runtime_port))
+                    "--node-config", node_config, "--isolation", "process",
+                    "--port", str(runtime_port))

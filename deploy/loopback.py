@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from fedscene.deploy.app_signing import fab_of, make_signing_key, sign_fab
 from fedscene.deploy.commands import connection_toml, coordinator_commands, partner_command
 from fedscene.deploy.credentials import make_certificates, make_partner_key
 
@@ -61,15 +62,24 @@ def embedded_partners(root: Path, countries: dict[str, str]) -> list[Partner]:
 
 
 class LoopbackFederation:
-    """Certificates, keys, a SuperLink and SuperNodes under `root`; a context manager."""
+    """Certificates, keys, a SuperLink and SuperNodes under `root`; a context manager.
 
-    def __init__(self, root: Path, partners: list[Partner], extra_keys: tuple[str, ...] = ()
-                 ) -> None:
+    `approved_apps`: the app folders the coordinator signs (`deploy sign-app`) before any
+    partner starts (at least one); partners' executors run only those.
+    """
+
+    def __init__(self, root: Path, partners: list[Partner], extra_keys: tuple[str, ...] = (),
+                 approved_apps: tuple[Path, ...] = ()) -> None:
         self.root = root
         self.partners = {p.name: p for p in partners}
         self.certs = make_certificates(root / "certs", ["localhost", "127.0.0.1"])
         self.keys = {name: make_partner_key(root / "keys", name)
                      for name in [*self.partners, *extra_keys]}
+        app_key, self.app_public_key = make_signing_key(root / "keys")
+        self.approvals = []
+        for index, app in enumerate(approved_apps):
+            self.approvals.append(root / f"approval-{index}.json")
+            sign_fab(fab_of(app), app_key).write(self.approvals[-1])
         self.port = free_port()
         home = root / "flwr-home"
         home.mkdir(parents=True, exist_ok=True)
@@ -126,7 +136,7 @@ class LoopbackFederation:
         args = shlex.split(partner_command(
             f"127.0.0.1:{self.port}", self.certs.ca_cert, self.keys[name][0],
             scene or partner.scene, partner.data, partner.state_dir(self.root),
-            runtime_port=free_port()))
+            self.approvals, self.app_public_key, runtime_port=free_port()))
         if not with_ca:
             at = args.index("--root-certificates")
             del args[at:at + 2]

@@ -39,11 +39,14 @@ def test_cli_prints_both_sides_commands(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "--enable-supernode-auth" in out and "flwr supernode register" in out
     assert "flwr run . fedscene" in out and '[superlink.fedscene]' in out
+    assert out.index("fedscene deploy sign-app") < out.index("flwr run . fedscene")
     assert main(["deploy", "partner", "--superlink", "localhost:9092", "--ca",
                  str(tmp_path / "c" / "ca.crt"), "--key", str(tmp_path / "k" / "acme"),
                  "--scene", "Spain", "--data", "d.csv", "--state", "s"]) == 0
     out = capsys.readouterr().out
     assert "--root-certificates" in out and 'scene="Spain"' in out
+    assert out.startswith("fedscene deploy serve --approval")
+    assert "-- flower-supernode" in out and "--isolation process" in out
     assert main(["deploy", "certs", "--out", str(tmp_path / "x"), "--host", ""]) == 2
     assert "give one or more non-empty DNS names" in capsys.readouterr().out
 

@@ -6,6 +6,7 @@ ends, whether it passed or failed."""
 from __future__ import annotations
 
 import json
+import shlex
 import time
 from pathlib import Path
 
@@ -13,17 +14,25 @@ import pytest
 
 from fedscene.cli.main import main
 from fedscene.common.ledger import read_ledger
-from fedscene.deploy.loopback import LoopbackFederation, embedded_partners
+from fedscene.deploy.commands import partner_command
+from fedscene.deploy.loopback import (
+    CONNECTION,
+    LoopbackFederation,
+    embedded_partners,
+    free_port,
+)
 
 pytestmark = pytest.mark.deployment
 REPO = Path(__file__).resolve().parents[2]
+ROGUE_APP = Path(__file__).resolve().parent / "rogue_app"
 COUNTRIES = {"p1": "Germany", "p2": "France", "p3": "Spain"}
 
 
 @pytest.fixture()
 def federation(tmp_path):
     partners = embedded_partners(tmp_path, COUNTRIES)
-    with LoopbackFederation(tmp_path, partners, extra_keys=("rogue",)) as federation:
+    with LoopbackFederation(tmp_path, partners, extra_keys=("rogue",),
+                            approved_apps=(REPO,)) as federation:
         federation.start_superlink()
         yield federation
 
@@ -150,3 +159,36 @@ def test_an_absent_partner_is_waited_for_named_and_resumes_later(federation):
     resumed = next(e for e in entries if e["round"] == 3)
     assert resumed["local_state_in"] == saved["local_state_out"]
     assert resumed["epsilon"] > saved["epsilon"]
+
+
+def _plain_supernode(federation, name: str):
+    """`name`'s SuperNode as Flower starts it by default (subprocess isolation: it runs
+    whatever app a run ships), without fedscene's executor in front."""
+    command = shlex.split(partner_command(
+        f"127.0.0.1:{federation.port}", federation.certs.ca_cert, federation.keys[name][0],
+        federation.partners[name].scene, federation.partners[name].data,
+        federation.partners[name].state_dir(federation.root), federation.approvals,
+        federation.app_public_key, runtime_port=free_port()))
+    supernode = command[command.index("--") + 1:]
+    at = supernode.index("--isolation")
+    del supernode[at:at + 2]
+    return federation.start(f"{name}-plain", supernode)
+
+
+def test_an_app_the_coordinator_did_not_sign_is_not_executed(federation):
+    """Anyone who reaches the SuperLink can submit a run (Flower 1.42's open-source Control
+    API authenticates nobody): a plain SuperNode executes the rogue app's code; a partner
+    behind fedscene's executor refuses it unexecuted."""
+    markers = federation.root / "markers"
+    markers.mkdir()
+    federation.start_partner("p1")
+    _plain_supernode(federation, "p2")
+    rogue = federation.start("rogue-run", [
+        "flwr", "run", str(ROGUE_APP), CONNECTION, "--stream", "--run-config",
+        f'marker-dir="{markers}" nodes=2'])
+    assert rogue.wait(timeout=300) == 0, (federation.root / "rogue-run.log").read_text()[-3000:]
+    assert sorted(p.name for p in markers.glob("ran-at-*")) == ["ran-at-France"]
+    replies = sorted((markers / "replies.txt").read_text().splitlines())
+    assert replies[0] == "ran"
+    assert replies[1].startswith("refused by the partner: app ")
+    assert "is not one the coordinator approved (1 approved)" in replies[1]
