@@ -48,6 +48,7 @@ from fedscene.common.protocol import (
 
 app = ClientApp()
 PROCESS_STARTED = time.time()  # a deployment may start a process per message: report it
+_trainings_in_process = 0  # train messages this process has handled, this one included
 
 
 @app.lifespan()
@@ -155,7 +156,9 @@ def _keep_reason(message: Message, context: Context, phase: str, error: Exceptio
 def train(message: Message, context: Context) -> Message:
     """Train the scene for one round; reply with the noised shared parameters and, only
     when the config opts in, metrics ledgered as released without DP."""
+    global _trainings_in_process
     arrived = time.time()
+    _trainings_in_process += 1
     request, state = _resolve(message, context)
     dataset = load_scene_dataset(request.config, state.scene)
     loaded = time.time()
@@ -163,7 +166,8 @@ def train(message: Message, context: Context) -> Message:
     if outcome.status != TRAINED:
         return _reply(message, state, {}, outcome.status, {})
     timings = {"process-uptime-s": arrived - PROCESS_STARTED, "load-s": loaded - arrived,
-               "train-s": time.time() - loaded}
+               "train-s": time.time() - loaded,
+               "process-trainings": float(_trainings_in_process)}
     metrics = released_metrics(state, request, outcome.metrics | timings, dataset.n_train)
     return _reply(message, state, metrics, outcome.status, outcome.shared)
 

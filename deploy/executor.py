@@ -78,6 +78,7 @@ def _client(address: str, component: str, token: str | None = None,
 def run_task(address: str, token: str, client_app: ClientApp, refuse: Refusal) -> str:
     """Take one task (its message, context, run and FAB) and push its reply: the ClientApp's,
     or an error naming why the app was refused. Returns the task's final status."""
+    started = time.monotonic()
     client = _client(address, "flwr-clientapp", token)
     heartbeat = HeartbeatSender(make_task_heartbeat_fn_http(client))
     heartbeat.start()
@@ -103,6 +104,7 @@ def run_task(address: str, token: str, client_app: ClientApp, refuse: Refusal) -
         if heartbeat.is_running:
             heartbeat.stop()
         client.close()
+    log(INFO, "task %s in %.2f s", status, time.monotonic() - started)
     return status
 
 
