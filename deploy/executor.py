@@ -155,20 +155,20 @@ def serve_node(supernode: list[str], refuse: Refusal) -> int:
     node = subprocess.Popen(supernode)
     stop = threading.Event()
 
-    def finish(*_: object) -> None:
-        stop.set()
-        if node.poll() is None:
-            node.terminate()
-
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, finish)
+        signal.signal(sig, lambda *_: stop.set())
     threading.Thread(target=lambda: (node.wait(), stop.set()), daemon=True).start()
     try:
         serve(address, app, refuse, stop=stop)
     finally:
-        finish()
-        try:
-            node.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            node.kill()
+        # A signal to the process group reached the SuperNode too, and a second one would
+        # cut short its goodbye to the SuperLink (which lets a restarted node in at once):
+        # give it time to leave by itself before asking it to.
+        for ask in (lambda: None, node.terminate, node.kill):
+            ask()
+            try:
+                node.wait(timeout=10)
+                break
+            except subprocess.TimeoutExpired:
+                continue
     return node.wait()

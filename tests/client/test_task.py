@@ -45,7 +45,11 @@ def test_fedrep_trains_head_then_encoder(tmp_path, small_scene):
 
 
 def test_evaluate_uses_received_encoder(tmp_path, small_scene):
-    config = _config(rounds=2)
+    # Without the content term, whose weight (10) can outrank a one-round correction and
+    # leave the ranking, hence the metrics, unchanged whatever the encoder.
+    base = _config(rounds=2)
+    config = base.model_copy(update={"model": base.model.model_copy(
+        update={"content_weight": 0.0})})
     state = SceneState(tmp_path, "scene0")
     outcome = train_round(state, small_scene, RoundRequest(config, "fedper", 1, "r", 0))
     metrics = evaluate_round(state, small_scene,
