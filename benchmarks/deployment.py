@@ -48,6 +48,8 @@ def _config_text(rounds: int, data_path: str = "") -> str:
             + 'scene_by = "country"\nscenes = ["Germany", "France", "Spain"]\n'
             # Timings leave the partners only when released (ledgered as without DP).
             f"[federation]\nrounds = {rounds}\nrelease_metrics = true\n"
+            # 10-30 shoppers a partner: below the default min_units, they would not train.
+            "[privacy]\nmin_units = 5\n"
             "[simulation]\nbootstrap_samples = 200\n")
 
 

@@ -15,4 +15,5 @@ LEDGER_HEAD = "ledger-head"  # in a reply's status: the hash of the scene's last
 NUM_EXAMPLES = "num-examples"
 TRAINED = "trained"
 BUDGET_EXHAUSTED = "budget-exhausted"
+TOO_FEW_UNITS = "too-few-units"  # under DP, fewer than privacy.min_units: keeps its start
 

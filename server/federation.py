@@ -33,6 +33,7 @@ class FederationOutcome:
     trained: list[dict[str, Any]] = field(default_factory=list)
     failures: list[dict[str, Any]] = field(default_factory=list)
     exhausted: list[str] = field(default_factory=list)
+    too_few_units: list[str] = field(default_factory=list)  # kept their start (min_units)
     round_seconds: dict[int, float] = field(default_factory=dict)
     ledger_heads: list[dict[str, Any]] = field(default_factory=list)  # round, phase, scene, head
     absences: list[dict[str, Any]] = field(default_factory=list)  # round, phase, absent, reason
@@ -87,6 +88,7 @@ def run_federation(grid: Grid, config: ExperimentConfig, *, algorithm: str, num_
                                 evaluations=strategy.evaluations, trained=strategy.trained,
                                 failures=strategy.failures,
                                 exhausted=sorted(strategy.exhausted.values()),
+                                too_few_units=sorted(strategy.too_few.values()),
                                 round_seconds=strategy.round_seconds,
                                 ledger_heads=strategy.ledger_heads,
                                 absences=strategy.absences,

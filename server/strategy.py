@@ -3,7 +3,7 @@
 Differences from Flower's FedAvg, which it extends:
 - a round waits at most `partner_wait_s` for all N nodes, then goes on with those connected
   if they are at least `quorum` (the others are named as absent), and never asks a scene
-  that reported its budget spent;
+  that reported its budget spent, or too few shoppers to train under DP, to train again;
 - a round whose accepted replies are fewer than `quorum` leaves the shared parameters as
   they are;
 - each reply is validated (keys, shapes, finiteness) and a bad one is logged and left out
@@ -45,6 +45,7 @@ from fedscene.common.protocol import (
     NUM_EXAMPLES,
     SERVER_ROUND,
     STATUS,
+    TOO_FEW_UNITS,
 )
 
 ReplyObserver = Callable[[int, str, RecordDict], None]
@@ -102,6 +103,7 @@ class SceneStrategy(FedAvg):
         self.current: dict[str, np.ndarray] = {}
         self.velocity: dict[str, np.ndarray] = {}
         self.exhausted: dict[int, str] = {}
+        self.too_few: dict[int, str] = {}  # under DP, fewer units than privacy.min_units
         self.scene_of_node: dict[int, str] = {}  # learnt from replies, to name failures
         self.failures: list[dict[str, Any]] = []
         self.evaluations: list[dict[str, Any]] = []
@@ -115,7 +117,7 @@ class SceneStrategy(FedAvg):
 
     def _required(self) -> int:
         """Replies a round needs: the quorum, or every partner still in budget if fewer."""
-        return min(self.quorum, self.num_nodes - len(self.exhausted))
+        return min(self.quorum, self.num_nodes - len(self.exhausted) - len(self.too_few))
 
     def _connected(self, grid: Grid, server_round: int, wait_s: float) -> list[int]:
         """The connected nodes once all N are, or once `wait_s` has passed; the partners
@@ -172,9 +174,10 @@ class SceneStrategy(FedAvg):
         self._note_absent(server_round, "train", connected,
                           f"not connected within {self.partner_wait_s:g} s "
                           f"(federation.partner_wait_s)")
-        nodes = [n for n in connected if n not in self.exhausted]
-        if not nodes and self.exhausted:
-            log(INFO, "configure_train: every scene has spent its privacy budget")
+        nodes = [n for n in connected if n not in self.exhausted and n not in self.too_few]
+        if not nodes and (self.exhausted or self.too_few):
+            log(INFO, "configure_train: no scene left to train (budget spent, or too few "
+                      "shoppers to train under DP)")
             return []
         if self._short_of_quorum(server_round, "train", len(nodes), "partners connected"):
             return []
@@ -276,6 +279,13 @@ class SceneStrategy(FedAvg):
                 self.exhausted[message.metadata.src_node_id] = scene
                 log(INFO, "round %s: %s has spent its privacy budget; it will not be asked "
                           "to train again", server_round, scene)
+                continue
+            if STATUS in content.config_records and (
+                    content[STATUS].get(STATUS) == TOO_FEW_UNITS):
+                self.too_few[message.metadata.src_node_id] = scene
+                log(INFO, "round %s: %s has too few shoppers to train under DP "
+                          "(privacy.min_units); it keeps its start and will not be asked to "
+                          "train again", server_round, scene)
                 continue
             problem = reply_problem(content, self.current, self.weighted)
             if problem:

@@ -356,12 +356,14 @@ def render_report(results: RunResults, plots: list[str]) -> str:
     if results.transfer:
         lines += _transfer_lines(results.transfer, results.negative_transfer, config.privacy)
     lines += ["", "## Privacy spent (cumulative epsilon of the most-spent scene)", "",
-              "| arm | epsilon spent of budget | scenes out of budget | failures |",
-              "|---|---|---|---|"]
+              "| arm | epsilon spent of budget | scenes out of budget | scenes too small to "
+              "train under DP (kept their start) | failures |",
+              "|---|---|---|---|---|"]
     for arm, v in results.arms.items():
         flat = [p for values in v.privacy.values() for p in values]
         lines.append(f"| {arm} | {_epsilon(flat) if flat else 'not federated, no DP'} | "
-                     f"{', '.join(v.budget_exhausted) or '-'} | {len(v.failures)} |")
+                     f"{', '.join(v.budget_exhausted) or '-'} | "
+                     f"{', '.join(v.too_few_units) or '-'} | {len(v.failures)} |")
     lines += _audit_lines(results.audit)
     failures = [f | {"arm": arm} for arm, v in results.arms.items() for f in v.failures]
     if failures:

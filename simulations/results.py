@@ -88,6 +88,7 @@ class ArmResult(_Scored):
     failures: list[dict[str, Any]]
     absences: list[dict[str, Any]]  # partners missing from a round, and rounds held (quorum)
     budget_exhausted: list[str]
+    too_few_units: list[str]  # under DP, fewer than privacy.min_units: kept their start
     not_evaluated: list[str]
     evaluated_before_final_round: dict[str, int]
     wall_s: float

@@ -256,6 +256,7 @@ def _run_plan(plan: ArmPlan, datasets: list[SceneDataset], out_dir: Path, run_id
     failures: list[dict[str, Any]] = []
     absences: list[dict[str, Any]] = []
     exhausted: set[str] = set()
+    too_few: set[str] = set()
     missing: set[str] = set()  # scenes with no evaluation at all (failed throughout)
     stale: dict[str, int] = {}  # scenes whose last evaluation is before the final round
     round_rows: list[dict[str, Any]] = []
@@ -277,6 +278,7 @@ def _run_plan(plan: ArmPlan, datasets: list[SceneDataset], out_dir: Path, run_id
             absences += [{"seed": seed, "round": h["round"], "phase": h["phase"],
                           "absent": [], "reason": h["reason"]} for h in outcome.below_quorum]
             exhausted |= set(outcome.exhausted)
+            too_few |= set(outcome.too_few_units)
             for d in datasets:
                 latest = _latest_per_user(arm, d.scene)
                 if latest is None:
@@ -295,7 +297,7 @@ def _run_plan(plan: ArmPlan, datasets: list[SceneDataset], out_dir: Path, run_id
                        per_scene=table,
                        summary={m: worst_and_spread(table, m) for m in METRICS},
                        privacy=privacy, failures=failures, absences=absences,
-                       budget_exhausted=sorted(exhausted),
+                       budget_exhausted=sorted(exhausted), too_few_units=sorted(too_few),
                        not_evaluated=sorted(missing), evaluated_before_final_round=stale,
                        wall_s=time.time() - t0)
     hr = result.summary[PRIMARY]

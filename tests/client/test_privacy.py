@@ -25,7 +25,9 @@ def _config(rounds=3, **privacy):
         "model": {"embedding_dim": 8, "hash_buckets": 512, "text_dim": 64, "head_hidden": 8,
                   "popularity_prior": False},
         "training": {"batch_size": 16},
-        "privacy": {"epsilon": 2.0} | privacy,
+        # Scenes of 30-60 shoppers: below the default min_units, which would keep them
+        # from training at all (tested in test_task.py).
+        "privacy": {"epsilon": 2.0, "min_units": 5} | privacy,
         "federation": {"rounds": rounds}})
 
 

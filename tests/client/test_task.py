@@ -6,6 +6,7 @@ from fedscene.client.task import RoundRequest, evaluate_round, train_round
 from fedscene.common.errors import FedsceneError
 from fedscene.common.ledger import read_ledger
 from fedscene.common.model import split_state
+from fedscene.common.protocol import TOO_FEW_UNITS, TRAINED
 from tests.client.test_privacy import _config
 
 
@@ -100,3 +101,16 @@ def test_the_server_cannot_set_or_probe_a_scenes_head(tmp_path, small_scene):
     with pytest.raises(FedsceneError, match="does not share"):
         train_round(state, small_scene, RoundRequest(config, "fedper", 1, "r", 0,
                                                      shared=probe))
+
+
+def test_a_scene_too_small_for_dp_keeps_its_start_and_spends_nothing(tmp_path, small_scene):
+    config = _config(rounds=2, min_units=10_000)
+    state = SceneState(tmp_path, "scene0")
+    outcome = train_round(state, small_scene, RoundRequest(config, "fedper", 1, "r", 0))
+    assert (outcome.status, outcome.shared) == (TOO_FEW_UNITS, {})
+    assert read_ledger(tmp_path / "ledger.jsonl").entries == []
+    assert state.load_local() is None
+    without_dp = config.model_copy(update={"privacy": config.privacy.model_copy(
+        update={"enabled": False})})
+    assert train_round(state, small_scene,
+                       RoundRequest(without_dp, "fedper", 1, "r", 0)).status == TRAINED

@@ -79,7 +79,9 @@ def test_campaign_with_dp_restart_and_audit(federation):
     config.write_text(
         '[data]\nsource = "online_retail"\nscene_by = "country"\n'
         'scenes = ["Germany", "France", "Spain"]\n'
-        "[federation]\nrounds = 3\nround_timeout_s = 90\n[privacy]\nepsilon = 6.0\n"
+        "[federation]\nrounds = 3\nround_timeout_s = 90\n"
+        # 10-30 shoppers a partner in the embedded slice: below the default min_units.
+        "[privacy]\nepsilon = 6.0\nmin_units = 5\n"
         "[simulation]\nbootstrap_samples = 100\n")
     nodes = {name: federation.start_partner(name) for name in COUNTRIES}
     out = root / "coordinator"
@@ -128,7 +130,7 @@ def test_an_absent_partner_is_waited_for_named_and_resumes_later(federation):
         '[data]\nsource = "online_retail"\nscene_by = "country"\n'
         'scenes = ["Germany", "France", "Spain"]\n'
         "[federation]\nrounds = 3\nround_timeout_s = 90\npartner_wait_s = 40\nquorum = 2\n"
-        "[privacy]\nepsilon = 6.0\n[simulation]\nbootstrap_samples = 100\n")
+        "[privacy]\nepsilon = 6.0\nmin_units = 5\n[simulation]\nbootstrap_samples = 100\n")
     nodes = {name: federation.start_partner(name) for name in COUNTRIES}
     out = root / "coordinator"
     run = federation.run(REPO, config, "fedper", out)

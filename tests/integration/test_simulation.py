@@ -30,7 +30,7 @@ def _config(rounds: int = 3, arms=("fedper",)) -> ExperimentConfig:
     return ExperimentConfig.model_validate({
         "data": data | {"scenes": SCENES},
         "model": {"embedding_dim": 8, "hash_buckets": 512, "text_dim": 64, "head_hidden": 8},
-        "privacy": {"epsilon": 4.0},
+        "privacy": {"epsilon": 4.0, "min_units": 5},  # 40 shoppers a scene
         "federation": {"rounds": rounds},
         "simulation": {"arms": list(arms), "bootstrap_samples": 100, "object_store_mb": 100}})
 

@@ -191,3 +191,17 @@ def test_fewer_accepted_replies_than_the_quorum_leave_the_parameters_unchanged()
 def test_a_quorum_above_the_partners_is_refused():
     with pytest.raises(ConfigError, match="federation.quorum is 4 but the campaign has 3"):
         SceneStrategy(3, quorum=4)
+
+
+def test_a_scene_too_small_to_train_under_dp_is_not_a_failure_nor_asked_again():
+    grid = _Grid([[1, 2, 3]])
+    strategy = _addressed(SceneStrategy(3, weighted=False, quorum=3))
+    arrays, config = _round_config()
+    list(strategy.configure_train(1, arrays, config, grid))
+    small = _reply(_content({}, {}, status="too-few-units", scene="tiny"), 3)
+    updated, metrics = strategy.aggregate_train(1, [*_trained((1.0, 3.0), {1: "a", 2: "b"}),
+                                                    small])
+    assert metrics["scenes-trained"] == 2 and not strategy.failures
+    assert not strategy.below_quorum  # the quorum counts the scenes that can train
+    assert strategy.too_few == {3: "tiny"}
+    assert strategy.configure_train(2, arrays, config, grid) == [1, 2]

@@ -7,7 +7,8 @@ from fedscene.simulations.results import ArmResult
 def _arm(absences) -> ArmResult:
     return ArmResult(algorithm="fedper", privacy_setting="epsilon 8", per_scene={},
                      summary={}, privacy={}, failures=[], absences=absences,
-                     budget_exhausted=[], not_evaluated=[], evaluated_before_final_round={},
+                     budget_exhausted=[], too_few_units=[], not_evaluated=[],
+                     evaluated_before_final_round={},
                      wall_s=1.0)
 
 

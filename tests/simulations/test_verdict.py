@@ -27,7 +27,8 @@ def _summary(mean: float) -> dict:
 def _arm(mean: float, privacy: dict, **fields) -> ArmResult:
     return ArmResult(algorithm="fedper", privacy_setting="epsilon 8", per_scene={},
                      summary=_summary(mean), privacy=privacy, failures=[], absences=[],
-                     budget_exhausted=[], not_evaluated=[], evaluated_before_final_round={},
+                     budget_exhausted=[], too_few_units=[], not_evaluated=[],
+                     evaluated_before_final_round={},
                      wall_s=1.0, **fields)
 
 
