@@ -37,6 +37,8 @@ def config_for(scenes: int, rounds: int, users: int = 120) -> ExperimentConfig:
         "data": {"source": "synthetic", "scenes": names,
                  "synthetic": {"num_scenes": scenes, "users_per_scene": users}},
         "federation": {"rounds": rounds},
+        # The toy's scenes have 30 shoppers: below the default min_units, they would not train.
+        "privacy": {"min_units": 5},
         "simulation": {"bootstrap_samples": 200}})
 
 
