@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -46,7 +47,9 @@ class AppApproval:
     def read(cls, path: Path) -> AppApproval:
         try:
             raw = json.loads(path.read_text())
-            return cls(str(raw["fab_sha256"]), int(raw["signed_at"]), str(raw["signature"]))
+            approval = cls(str(raw["fab_sha256"]), int(raw["signed_at"]), str(raw["signature"]))
+            decode_base64url(approval.signature)  # refused here, not at a task
+            return approval
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise FedsceneError(f"{path}: not an app approval from `fedscene deploy sign-app` "
                                 f"({error})") from None
@@ -58,10 +61,15 @@ def make_signing_key(out_dir: Path, name: str = "coordinator-app") -> tuple[Path
     out_dir.mkdir(parents=True, exist_ok=True)
     key = ed25519.Ed25519PrivateKey.generate()
     private, public = out_dir / name, out_dir / f"{name}.pub"
-    private.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                          serialization.PrivateFormat.OpenSSH,
-                                          serialization.NoEncryption()))
-    private.chmod(0o600)
+    try:  # created readable by the owner only, and never over an existing key
+        descriptor = os.open(private, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise FedsceneError(f"{private} exists; keep it, or remove it to make a new key "
+                            f"(partners then need the new .pub)") from None
+    with os.fdopen(descriptor, "wb") as file:
+        file.write(key.private_bytes(serialization.Encoding.PEM,
+                                     serialization.PrivateFormat.OpenSSH,
+                                     serialization.NoEncryption()))
     public.write_bytes(key.public_key().public_bytes(serialization.Encoding.OpenSSH,
                                                      serialization.PublicFormat.OpenSSH)
                        + f" {name}\n".encode())

@@ -15,7 +15,9 @@ same tasks through the same Runtime API calls `flwr-clientapp` makes
 - before it runs a task it checks the task's FAB against the coordinator's signed approvals
   (`deploy.app_signing`) and replies with an error for any other app, without running it;
 - it runs the fedscene ClientApp installed next to it, never code shipped inside the FAB:
-  the approval pins which version of the campaign the partner takes part in.
+  an approval decides which app's runs (the coordinator's ServerApp driving them) the
+  partner serves, not which ClientApp code runs; keep the installed version the
+  coordinator's.
 """
 
 from __future__ import annotations
@@ -28,19 +30,24 @@ from collections.abc import Callable
 from logging import ERROR, INFO, WARNING
 from pathlib import Path
 
+import httpx
 from flwr.app import Message
 from flwr.app.error import Error
 from flwr.clientapp import ClientApp
 from flwr.common.constant import ErrorCode, SubStatus
-from flwr.proto.runtime_pb2 import AcquireTaskRequest  # pylint: disable=E0611
+from flwr.proto.runtime_pb2 import (  # pylint: disable=E0611
+    AcquireTaskRequest,
+    SendTaskHeartbeatRequest,
+)
 from flwr.supercore import log
 from flwr.supercore.constant import TaskType
-from flwr.supercore.heartbeat import HeartbeatSender, make_task_heartbeat_fn_http
+from flwr.supercore.heartbeat import HeartbeatSender
 from flwr.supercore.interceptors import (
     RuntimeTokenHttpInterceptor,
     RuntimeVersionHttpInterceptor,
 )
-from flwr.supercore.retry import make_simple_http_retry_invoker
+from flwr.supercore.retry import RetryInvoker
+from flwr.supercore.retry.retry_invoker import exponential
 from flwr.supercore.runtime import RuntimeHttpClient
 from flwr.supernode.runtime.run_clientapp import (
     pull_task_input,
@@ -60,29 +67,59 @@ def approved_by(approval_paths: list[Path], public_key_path: Path) -> Refusal:
     return lambda fab: refusal(fab, approvals, key)
 
 
+def _retries(tries: int | None) -> RetryInvoker:
+    """Retries with backoff on transport errors and 502-504, giving up on any other status.
+
+    Flower's `make_simple_http_retry_invoker` is made for a process that runs one task: on
+    a 401 (a task's token gone) it sends its own process SIGINT, which here would stop the
+    partner's executor, and its SuperNode, over one task."""
+    return RetryInvoker(
+        wait_gen_factory=lambda: exponential(max_delay=10.0),
+        recoverable_exceptions=(httpx.TransportError, httpx.HTTPStatusError),
+        max_tries=tries, max_time=None,
+        should_giveup=lambda error: isinstance(error, httpx.HTTPStatusError) and (
+            error.response.status_code not in (502, 503, 504)))
+
+
 def _client(address: str, component: str, token: str | None = None,
             tries: int | None = None) -> RuntimeHttpClient:
     """A client of the SuperNode's Runtime API, as `component` (and a task's `token`);
-    `tries` caps Flower's retries with backoff (None: its default, unbounded)."""
+    `tries` caps the retries (None: until the call goes through or is refused)."""
     interceptors = [RuntimeVersionHttpInterceptor(component_name=component)]
     if token is not None:
         interceptors.append(RuntimeTokenHttpInterceptor(token))
-    retry = make_simple_http_retry_invoker()
-    if tries is not None:
-        retry.max_tries = tries
     return RuntimeHttpClient.from_server_address(
         server_address=address, insecure=True, root_certificates=None,
-        interceptors=interceptors, retry_invoker=retry)
+        interceptors=interceptors, retry_invoker=_retries(tries))
 
 
-def run_task(address: str, token: str, client_app: ClientApp, refuse: Refusal) -> str:
+def _heartbeat(client: RuntimeHttpClient) -> Callable[[], bool]:
+    """A task's heartbeat that only reports whether it went through (Flower's own raises
+    SIGINT in the process when the SuperNode has dropped the task)."""
+    request = SendTaskHeartbeatRequest()
+
+    def beat() -> bool:
+        try:
+            client.SendTaskHeartbeat(request)
+        except httpx.HTTPError:
+            return False
+        return True
+
+    return beat
+
+
+def run_task(address: str, token: str, client_app: ClientApp, refuse: Refusal,
+             stop: threading.Event | None = None) -> str:
     """Take one task (its message, context, run and FAB) and push its reply: the ClientApp's,
-    or an error naming why the app was refused. Returns the task's final status."""
+    or an error saying why the app was refused or what failed. Returns the task's status.
+
+    Once `stop` is set (the partner is shutting down) the task's calls are tried once."""
     started = time.monotonic()
-    client = _client(address, "flwr-clientapp", token)
-    heartbeat = HeartbeatSender(make_task_heartbeat_fn_http(client))
+    client = _client(address, "flwr-clientapp", token, tries=1 if stop and stop.is_set()
+                     else 5)
+    heartbeat = HeartbeatSender(_heartbeat(client))
     heartbeat.start()
-    context, status, details = None, SubStatus.FAILED, "the task did not finish"
+    message, context, status, details = None, None, SubStatus.FAILED, "the task did not finish"
     try:
         message, context, _run, fab = pull_task_input(client)
         reason = refuse(fab.content)
@@ -95,14 +132,27 @@ def run_task(address: str, token: str, client_app: ClientApp, refuse: Refusal) -
         else:
             reply = client_app(message=message, context=context)
             status, details = SubStatus.COMPLETED, ""
-        push_message(client, reply, context)
-    except Exception as error:  # noqa: BLE001 (the executor outlives a failed task)
+    except BaseException as error:  # noqa: BLE001 (the executor outlives a failed task)
+        if isinstance(error, KeyboardInterrupt | SystemExit):
+            raise
         log(ERROR, "task failed: %s", error, exc_info=error)
-        details = f"{type(error).__name__}: {error}"
+        status, details = SubStatus.FAILED, f"{type(error).__name__}: {error}"
+        # As flwr-clientapp does: the server gets the error, not a silence.
+        reply = (Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION,
+                               reason=f"{type(error)}:<'{error}'>"), reply_to=message)
+                 if message is not None else None)
+    try:
+        if reply is not None and context is not None:
+            push_message(client, reply, context)
+    except BaseException as error:  # noqa: BLE001
+        if isinstance(error, KeyboardInterrupt | SystemExit):
+            raise
+        log(ERROR, "could not push the reply: %s", error)
+        status, details = SubStatus.FAILED, f"reply not delivered: {error}"
     finally:
-        push_task_output(client, context, status, details)
-        if heartbeat.is_running:
+        if heartbeat.is_running:  # before the task ends: its token goes with it
             heartbeat.stop()
+        push_task_output(client, context, status, details)
         client.close()
     log(INFO, "task %s in %.2f s", status, time.monotonic() - started)
     return status
@@ -128,9 +178,9 @@ def serve(address: str, client_app: ClientApp, refuse: Refusal, poll_s: float = 
                 stop.wait(1.0)
                 continue
             if taken.HasField("task") and taken.token:
-                run_task(address, taken.token, client_app, refuse)
+                run_task(address, taken.token, client_app, refuse, stop)
                 continue
-            time.sleep(poll_s)
+            stop.wait(poll_s)
     finally:
         acquire.close()
 
@@ -152,11 +202,10 @@ def serve_node(supernode: list[str], refuse: Refusal) -> int:
     address = runtime_address(supernode)
     from fedscene.client.app import app  # loaded once, before the first task
 
-    node = subprocess.Popen(supernode)
     stop = threading.Event()
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in (signal.SIGTERM, signal.SIGINT):  # before the SuperNode exists: none orphaned
         signal.signal(sig, lambda *_: stop.set())
+    node = subprocess.Popen(supernode)
     threading.Thread(target=lambda: (node.wait(), stop.set()), daemon=True).start()
     try:
         serve(address, app, refuse, stop=stop)

@@ -120,15 +120,16 @@ class SceneStrategy(FedAvg):
         return min(self.quorum, self.num_nodes - len(self.exhausted) - len(self.too_few))
 
     def _connected(self, grid: Grid, server_round: int, wait_s: float) -> list[int]:
-        """The connected nodes once all N are, or once `wait_s` has passed; the partners
-        missing then are recorded as absent from the round."""
-        deadline = self.clock() + wait_s
-        nodes = sorted(grid.get_node_ids())
-        if len(nodes) < self.num_nodes and wait_s > 0:
+        """The connected nodes once every partner that can still train is (those out of
+        budget or too small may have left for good), or once `wait_s` has passed."""
+        retired = self.exhausted.keys() | self.too_few.keys()
+        wanted = self.num_nodes - len(retired)
+        deadline, nodes = self.clock() + wait_s, sorted(grid.get_node_ids())
+        if len(set(nodes) - retired) < wanted and wait_s > 0:
             log(INFO, "round %s: %d of %d partners connected; waiting up to %.0f s "
                       "(federation.partner_wait_s)", server_round, len(nodes), self.num_nodes,
                 wait_s)
-        while len(nodes) < self.num_nodes and self.clock() < deadline:
+        while len(set(nodes) - retired) < wanted and self.clock() < deadline:
             self.sleep(1.0)
             nodes = sorted(grid.get_node_ids())
         return nodes
@@ -175,7 +176,7 @@ class SceneStrategy(FedAvg):
                           f"not connected within {self.partner_wait_s:g} s "
                           f"(federation.partner_wait_s)")
         nodes = [n for n in connected if n not in self.exhausted and n not in self.too_few]
-        if not nodes and (self.exhausted or self.too_few):
+        if self._required() == 0:
             log(INFO, "configure_train: no scene left to train (budget spent, or too few "
                       "shoppers to train under DP)")
             return []
@@ -265,6 +266,8 @@ class SceneStrategy(FedAvg):
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Validate replies, average the valid ones, and take the server step."""
+        if self.sent.get("train") == []:  # nothing was asked: held, or no scene left
+            return None, None
         replies = list(replies)
         valid: list[Message] = []
         for message in replies:

@@ -64,3 +64,10 @@ def test_unusable_inputs_are_named(tmp_path, keys):
         AppApproval.read(bad)
     with pytest.raises(FedsceneError, match="not an Ed25519 public key"):
         load_public_key(make_partner_key(tmp_path / "k", "acme")[1])
+
+
+def test_the_signing_key_is_private_and_never_overwritten(tmp_path, keys):
+    private, _ = keys
+    assert oct(private.stat().st_mode)[-3:] == "600"
+    with pytest.raises(FedsceneError, match="exists; keep it"):
+        make_signing_key(private.parent)

@@ -37,6 +37,19 @@ def federation(tmp_path):
         yield federation
 
 
+def _campaign(root: Path, federation: str = "") -> Path:
+    """A 3-round DP campaign over the partners' countries, with extra `[federation]` keys."""
+    config = root / "run.toml"
+    config.write_text(
+        '[data]\nsource = "online_retail"\nscene_by = "country"\n'
+        'scenes = ["Germany", "France", "Spain"]\n'
+        f"[federation]\nrounds = 3\nround_timeout_s = 90\n{federation}"
+        # 10-30 shoppers a partner in the embedded slice: below the default min_units.
+        "[privacy]\nepsilon = 6.0\nmin_units = 5\n"
+        "[simulation]\nbootstrap_samples = 100\n")
+    return config
+
+
 def _wait_for(condition, seconds: float, what: str) -> None:
     deadline = time.time() + seconds
     while time.time() < deadline:
@@ -75,17 +88,9 @@ def test_partners_refused_without_registration_ca_or_tls(federation):
 
 def test_campaign_with_dp_restart_and_audit(federation):
     root = federation.root
-    config = root / "run.toml"
-    config.write_text(
-        '[data]\nsource = "online_retail"\nscene_by = "country"\n'
-        'scenes = ["Germany", "France", "Spain"]\n'
-        "[federation]\nrounds = 3\nround_timeout_s = 90\n"
-        # 10-30 shoppers a partner in the embedded slice: below the default min_units.
-        "[privacy]\nepsilon = 6.0\nmin_units = 5\n"
-        "[simulation]\nbootstrap_samples = 100\n")
     nodes = {name: federation.start_partner(name) for name in COUNTRIES}
     out = root / "coordinator"
-    run = federation.run(REPO, config, "fedper", out)
+    run = federation.run(REPO, _campaign(root), "fedper", out)
 
     # Kill partner p2 once it has trained and saved round 1, and restart it on the same
     # state. (Killed between the ledger entry and the save, it would restart from its
@@ -125,15 +130,10 @@ def test_an_absent_partner_is_waited_for_named_and_resumes_later(federation):
     the quorum of two and names it absent; p3, restarted, rejoins round 3 with its head and
     budget."""
     root = federation.root
-    config = root / "run.toml"
-    config.write_text(
-        '[data]\nsource = "online_retail"\nscene_by = "country"\n'
-        'scenes = ["Germany", "France", "Spain"]\n'
-        "[federation]\nrounds = 3\nround_timeout_s = 90\npartner_wait_s = 40\nquorum = 2\n"
-        "[privacy]\nepsilon = 6.0\nmin_units = 5\n[simulation]\nbootstrap_samples = 100\n")
     nodes = {name: federation.start_partner(name) for name in COUNTRIES}
     out = root / "coordinator"
-    run = federation.run(REPO, config, "fedper", out)
+    run = federation.run(REPO, _campaign(root, "partner_wait_s = 40\nquorum = 2\n"),
+                         "fedper", out)
     run_log = root / "flwr-run.log"
 
     # Stop p3 once round 2 begins (it has replied to round 1), restart it once the
