@@ -60,7 +60,7 @@ def set_prior(model: SceneModel, dataset: SceneDataset, config: ExperimentConfig
     units = unit.count(dataset)
     # The ledger, not the model's buffer, says whether the counts were released: a prior
     # that standardises to zeros (equal counts) must not be released again each round.
-    if account.has_entry(PRIOR) or units < config.privacy.min_units:
+    if account.has_entry(PRIOR) or config.privacy.too_few(units):
         return None
     prior_epsilon = config.privacy.prior_share * account.target_epsilon()
     noise_multiplier = gaussian_sigma(prior_epsilon, account.delta_for(units), 1.0)

@@ -150,7 +150,7 @@ def train_round(state: SceneState, dataset: SceneDataset, request: RoundRequest,
     phases = algorithm_named(algorithm).phases(unlabelled, aligned=alignment is not None)
     unit = unit_of(config.privacy)
     units = unit.count(dataset) + (probe.extra_units if probe else 0)
-    if config.privacy.enabled and units < config.privacy.min_units:
+    if config.privacy.too_few(units):
         # DP noise calibrated for so few units swamps their signal (measured: small
         # countries fell from content similarity's 0.513 to 0.396 full-HR@10): the scene
         # keeps its start (public content, and what it receives), trains nothing and

@@ -203,6 +203,11 @@ class PrivacyConfig(_Strict):
                               "model as it starts and spends nothing")
     scenes: dict[str, SceneBudget] = Field(default_factory=dict)
 
+    def too_few(self, units: int) -> bool:
+        """Whether, under DP, `units` are too few to train on or release anything from
+        (`min_units`): the noise would swamp their signal."""
+        return self.enabled and units < self.min_units
+
     def budget_for(self, scene: str) -> SceneBudget:
         """The scene's own budget, else the default one."""
         return self.scenes.get(scene, SceneBudget(epsilon=self.epsilon, delta=self.delta))

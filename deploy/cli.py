@@ -54,13 +54,13 @@ def _deploy_sign_app(args: argparse.Namespace) -> int:
 def _deploy_serve(args: argparse.Namespace) -> int:
     from fedscene.deploy.executor import approved_by, runtime_address, serve_node
 
-    supernode = [a for a in args.supernode if a != "--"]
+    supernode = args.supernode[1:] if args.supernode[:1] == ["--"] else args.supernode
     try:
-        runtime_address(supernode)
+        address = runtime_address(supernode)
     except ValueError as error:
         raise FedsceneError(f"deploy serve: {error}") from None
     refuse = approved_by([Path(a) for a in args.approval], Path(args.coordinator_key))
-    return serve_node(supernode, refuse)
+    return serve_node(supernode, address, refuse)
 
 
 def _deploy_coordinator(args: argparse.Namespace) -> int:

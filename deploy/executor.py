@@ -196,10 +196,10 @@ def runtime_address(supernode: list[str]) -> str:
     return f"127.0.0.1:{supernode[supernode.index('--port') + 1]}"
 
 
-def serve_node(supernode: list[str], refuse: Refusal) -> int:
-    """Start the SuperNode command `supernode` and serve its tasks until it exits or this
-    process is told to stop (SIGTERM, SIGINT); returns the SuperNode's exit code."""
-    address = runtime_address(supernode)
+def serve_node(supernode: list[str], address: str, refuse: Refusal) -> int:
+    """Start the SuperNode command `supernode`, whose Runtime API is at `address`
+    (`runtime_address`), and serve its tasks until it exits or this process is told to
+    stop (SIGTERM, SIGINT); returns the SuperNode's exit code."""
     from fedscene.client.app import app  # loaded once, before the first task
 
     stop = threading.Event()

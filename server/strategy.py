@@ -50,6 +50,11 @@ from fedscene.common.protocol import (
 
 ReplyObserver = Callable[[int, str, RecordDict], None]
 
+# Reply statuses of scenes that no longer train, and what they mean.
+RETIRING = {BUDGET_EXHAUSTED: "has spent its privacy budget",
+            TOO_FEW_UNITS: "has too few shoppers to train under DP (privacy.min_units) and "
+                           "keeps its start"}
+
 
 def reply_problem(content: RecordDict, expected: dict[str, np.ndarray], weighted: bool
                   ) -> str | None:
@@ -102,8 +107,9 @@ class SceneStrategy(FedAvg):
         self.observer = observer
         self.current: dict[str, np.ndarray] = {}
         self.velocity: dict[str, np.ndarray] = {}
-        self.exhausted: dict[int, str] = {}
-        self.too_few: dict[int, str] = {}  # under DP, fewer units than privacy.min_units
+        # node -> (scene, status) of the scenes that no longer train: budget spent, or
+        # too few units to train under DP
+        self.retired: dict[int, tuple[str, str]] = {}
         self.scene_of_node: dict[int, str] = {}  # learnt from replies, to name failures
         self.failures: list[dict[str, Any]] = []
         self.evaluations: list[dict[str, Any]] = []
@@ -115,14 +121,27 @@ class SceneStrategy(FedAvg):
         self.below_quorum: list[dict[str, Any]] = []  # rounds that changed nothing, why
         self.sent: dict[str, list[int]] = {}  # phase -> the nodes asked in this round
 
+    @property
+    def exhausted(self) -> dict[int, str]:
+        """Nodes whose scene has spent its budget, with the scene."""
+        return self._retired_as(BUDGET_EXHAUSTED)
+
+    @property
+    def too_few(self) -> dict[int, str]:
+        """Nodes whose scene has too few units to train under DP, with the scene."""
+        return self._retired_as(TOO_FEW_UNITS)
+
+    def _retired_as(self, status: str) -> dict[int, str]:
+        return {n: scene for n, (scene, why) in self.retired.items() if why == status}
+
     def _required(self) -> int:
         """Replies a round needs: the quorum, or every partner still in budget if fewer."""
-        return min(self.quorum, self.num_nodes - len(self.exhausted) - len(self.too_few))
+        return min(self.quorum, self.num_nodes - len(self.retired))
 
     def _connected(self, grid: Grid, server_round: int, wait_s: float) -> list[int]:
         """The connected nodes once every partner that can still train is (those out of
         budget or too small may have left for good), or once `wait_s` has passed."""
-        retired = self.exhausted.keys() | self.too_few.keys()
+        retired = self.retired.keys()
         wanted = self.num_nodes - len(retired)
         deadline, nodes = self.clock() + wait_s, sorted(grid.get_node_ids())
         if len(set(nodes) - retired) < wanted and wait_s > 0:
@@ -175,7 +194,7 @@ class SceneStrategy(FedAvg):
         self._note_absent(server_round, "train", connected,
                           f"not connected within {self.partner_wait_s:g} s "
                           f"(federation.partner_wait_s)")
-        nodes = [n for n in connected if n not in self.exhausted and n not in self.too_few]
+        nodes = [n for n in connected if n not in self.retired]
         if self._required() == 0:
             log(INFO, "configure_train: no scene left to train (budget spent, or too few "
                       "shoppers to train under DP)")
@@ -249,9 +268,8 @@ class SceneStrategy(FedAvg):
 
     def _no_reply(self, server_round: int, phase: str, replies: list[Message]) -> None:
         """Name the partners sent a message this round whose reply did not come."""
-        replied = [m.metadata.src_node_id for m in replies if not m.has_error()]
-        replied += [m.metadata.src_node_id for m in replies if m.has_error() and
-                    m.error.code != ErrorCode.NODE_UNAVAILABLE]
+        replied = [m.metadata.src_node_id for m in replies
+                   if not (m.has_error() and m.error.code == ErrorCode.NODE_UNAVAILABLE)]
         self._note_absent(server_round, phase, replied,
                           "no reply: went offline during the round, or past "
                           "federation.round_timeout_s", among=self.sent.get(phase, []))
@@ -277,18 +295,11 @@ class SceneStrategy(FedAvg):
             content = message.content
             scene = self._scene(message)
             self._record_head(server_round, "train", scene, content)
-            if STATUS in content.config_records and (
-                    content[STATUS].get(STATUS) == BUDGET_EXHAUSTED):
-                self.exhausted[message.metadata.src_node_id] = scene
-                log(INFO, "round %s: %s has spent its privacy budget; it will not be asked "
-                          "to train again", server_round, scene)
-                continue
-            if STATUS in content.config_records and (
-                    content[STATUS].get(STATUS) == TOO_FEW_UNITS):
-                self.too_few[message.metadata.src_node_id] = scene
-                log(INFO, "round %s: %s has too few shoppers to train under DP "
-                          "(privacy.min_units); it keeps its start and will not be asked to "
-                          "train again", server_round, scene)
+            status = content[STATUS].get(STATUS) if STATUS in content.config_records else None
+            if status in RETIRING:
+                self.retired[message.metadata.src_node_id] = (scene, str(status))
+                log(INFO, "round %s: %s %s; it will not be asked to train again",
+                    server_round, scene, RETIRING[status])
                 continue
             problem = reply_problem(content, self.current, self.weighted)
             if problem:

@@ -131,7 +131,7 @@ def adapt(config: ExperimentConfig, target: SceneDataset, arm: str, k: Shot, see
     privacy: dict[str, Any] = {}
     unit = unit_of(config.privacy)
     units = unit.count(subset)
-    too_few = config.privacy.enabled and units < config.privacy.min_units
+    too_few = config.privacy.too_few(units)
     trains = k != 0 and subset.n_train > 0 and not too_few  # else the start, unchanged
     if trains:
         epochs = config.transfer.adapt_epochs
