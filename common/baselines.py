@@ -21,6 +21,7 @@ from scipy import sparse
 
 from fedscene.common.data.scene import PAD, SceneDataset, Window
 from fedscene.common.evaluation import Scorer, catalogue_positions
+from fedscene.common.features import catalogue_content
 from fedscene.common.popularity import DPCounts, bounded_counts, release_counts
 
 
@@ -51,35 +52,18 @@ def scene_counts(dataset: SceneDataset) -> np.ndarray:
     return counts[dataset.ranked_items].astype(float)
 
 
-def tfidf(tokens: np.ndarray) -> sparse.csr_matrix:
-    """L2-normalised TF-IDF rows of items given as hashed title tokens [N, T] (0 = none);
-    idf = ln((1 + N) / (1 + df)) + 1, fitted on this catalogue alone."""
-    present = tokens > 0
-    rows = np.repeat(np.arange(len(tokens)), present.sum(1))
-    counts = sparse.csr_matrix((np.ones(int(present.sum())), (rows, tokens[present])),
-                               shape=(len(tokens), int(tokens.max(initial=0)) + 1))
-    counts.sum_duplicates()
-    df = np.bincount(counts.indices, minlength=counts.shape[1])
-    idf = np.log((1.0 + len(tokens)) / (1.0 + df)) + 1.0
-    weighted = counts.multiply(idf[None, :]).tocsr()
-    norms = np.sqrt(np.asarray(weighted.multiply(weighted).sum(1))).ravel()
-    return sparse.diags(1.0 / np.maximum(norms, 1e-12)) @ weighted
-
-
 TIE = 1e-9  # far below any real difference: orders only items a scorer ties
 
 
 def content_scorer(dataset: SceneDataset, seed: int = 0) -> Scorer:
-    """Cosine between the TF-IDF mean of the shopper's history and each item's title; items
-    with no shared word tie and are ordered at random (it reads nothing else)."""
-    items = tfidf(dataset.item_tokens[dataset.ranked_items])
-    jitter = np.random.default_rng([seed, 19]).random(items.shape[0]) * TIE
+    """Cosine between the TF-IDF sum of the shopper's history and each item's title
+    (`features.catalogue_content`, the model's content term); items with no shared word tie
+    and are ordered at random (it reads nothing else)."""
+    jitter = np.random.default_rng([seed, 19]).random(len(dataset.ranked_items)) * TIE
 
     def score(data: SceneDataset, rows: np.ndarray) -> np.ndarray:
-        users = _history_matrix(data, rows) @ items
-        norms = np.sqrt(np.asarray(users.multiply(users).sum(1))).ravel()
-        return np.asarray((sparse.diags(1.0 / np.maximum(norms, 1e-12)) @ users
-                           @ items.T).todense()) + jitter
+        return catalogue_content(data.item_tfidf, data.test_history[rows],
+                                 data.ranked_items).astype(np.float64) + jitter
 
     return score
 

@@ -6,21 +6,29 @@ import numpy as np
 import torch
 
 from fedscene.common.data.scene import PAD, SceneDataset
+from fedscene.common.features import candidate_content
 
+# (text, price, category, item_mask, item_ids) of items
 ModelInputs = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+# the same for candidates and histories, then the candidates' content similarity
+CandidateInputs = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                        torch.Tensor]
 
 
 def gather_inputs(dataset: SceneDataset, candidates: np.ndarray, history: np.ndarray
-                  ) -> ModelInputs:
+                  ) -> CandidateInputs:
     """Inputs for [..., K] candidate items scored against [..., L] history items.
 
     Returns (text [...,C,text_dim], price [...,C], category [...,C], item_mask [...,C],
-    item_ids [...,K]) where C = K + L and the candidates come first. The leading dimensions
+    item_ids [...,K], content [...,K]) where C = K + L and the candidates come first;
+    `content` is each candidate's exact TF-IDF cosine to the history. The leading dimensions
     are [B] examples, or [shoppers, examples] for shopper-level training.
     """
     items = np.concatenate([candidates, history], axis=-1)
     text, price, category, present, _ = history_inputs(dataset, items)
-    return text, price, category, present, torch.from_numpy(np.ascontiguousarray(candidates))
+    content = candidate_content(dataset.item_tfidf, history, candidates)
+    return (text, price, category, present, torch.from_numpy(np.ascontiguousarray(candidates)),
+            torch.from_numpy(content))
 
 
 def history_inputs(dataset: SceneDataset, history: np.ndarray) -> ModelInputs:

@@ -15,22 +15,28 @@ import torch
 
 from fedscene.common.batches import history_inputs, item_inputs
 from fedscene.common.data.scene import SceneDataset
+from fedscene.common.features import catalogue_content
 from fedscene.common.metrics import FULL, SAMPLED, example_metrics, full_ranking_metrics
 
 # (dataset, one test row per shopper) -> scores [rows, len(dataset.ranked_items)]
 Scorer = Callable[[SceneDataset, np.ndarray], np.ndarray]
 
 
-def _model_scores(model: torch.nn.Module, score: str, batch_size: int) -> Scorer:
+def _model_scores(model: torch.nn.Module, with_head: bool, batch_size: int) -> Scorer:
     def scorer(dataset: SceneDataset, rows: np.ndarray) -> np.ndarray:
         model.eval()
         catalogue = item_inputs(dataset, dataset.ranked_items)
         parts = []
         with torch.no_grad():
             for start in range(0, len(rows), batch_size):
-                history = history_inputs(dataset, dataset.test_history[rows[start:start
-                                                                             + batch_size]])
-                parts.append(getattr(model, score)(history, catalogue).numpy())
+                items = dataset.test_history[rows[start:start + batch_size]]
+                history = history_inputs(dataset, items)
+                if with_head:
+                    content = catalogue_content(dataset.item_tfidf, items, dataset.ranked_items)
+                    scores = model.catalogue_scores(history, catalogue, torch.from_numpy(content))
+                else:
+                    scores = model.catalogue_similarity(history, catalogue)
+                parts.append(scores.numpy())
         return np.concatenate(parts) if parts else np.empty((0, len(dataset.ranked_items)))
 
     return scorer
@@ -38,12 +44,12 @@ def _model_scores(model: torch.nn.Module, score: str, batch_size: int) -> Scorer
 
 def model_scorer(model: torch.nn.Module, batch_size: int = 64) -> Scorer:
     """The model's logits for every catalogue item (items encoded once per batch)."""
-    return _model_scores(model, "catalogue_scores", batch_size)
+    return _model_scores(model, True, batch_size)
 
 
 def encoder_scorer(model: torch.nn.Module, batch_size: int = 64) -> Scorer:
     """Zero-shot scores: the encoder's user-item similarity, no head."""
-    return _model_scores(model, "catalogue_similarity", batch_size)
+    return _model_scores(model, False, batch_size)
 
 
 def catalogue_positions(dataset: SceneDataset) -> np.ndarray:

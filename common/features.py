@@ -1,8 +1,10 @@
 """The shared feature space: what every platform can compute without coordination.
 
 Product text becomes hashed word tokens and, from them, a TF-IDF vector fitted on the
-scene's own catalogue and mapped through one fixed random projection (the same matrix on
-every machine, from a published seed), so every scene's item vectors live in one space.
+scene's own catalogue. The shared encoder reads it through one fixed random projection (the
+same matrix on every machine, from a published seed), so every scene's item vectors live in
+one space; the content-similarity score is the exact TF-IDF cosine between a shopper's
+history and an item, computed here from the sparse vectors.
 Price becomes a log-scale bucket, category a hashed bucket. All of it is computed from the
 public catalogue alone: no interaction enters it, and it costs no privacy budget. No
 platform-specific ids enter this space, so an encoder trained on it transfers.
@@ -15,6 +17,7 @@ import zlib
 from functools import lru_cache
 
 import numpy as np
+from scipy import sparse
 
 from fedscene.common.config import ModelConfig
 
@@ -57,19 +60,59 @@ def _projection(buckets: int, dim: int) -> np.ndarray:
     return (rng.standard_normal((buckets, dim)) / np.sqrt(dim)).astype(np.float32)
 
 
-def text_vectors(tokens: np.ndarray, config: ModelConfig) -> np.ndarray:
-    """[N, text_dim] unit vectors: TF-IDF of each item's hashed title words (idf fitted on
-    these N catalogue items) through the fixed projection. Dot products approximate the
-    TF-IDF cosine (Johnson-Lindenstrauss), so the mean of a history's vectors against an
-    item's is the content-similarity score, computed from the catalogue alone."""
+def tfidf(tokens: np.ndarray, buckets: int) -> sparse.csr_matrix:
+    """[N, buckets] L2-normalised TF-IDF rows of N catalogue items given as hashed title
+    tokens [N, T] (0 = none); idf = ln((1 + N) / (1 + df)) + 1, fitted on these N items
+    alone. It reads titles only, so it is public and costs no privacy budget."""
     present = tokens > 0
-    df = np.bincount(np.unique(np.stack([np.repeat(np.arange(len(tokens)), present.sum(1)),
-                                         tokens[present]]), axis=1)[1],
-                     minlength=config.hash_buckets)
+    rows = np.repeat(np.arange(len(tokens)), present.sum(1))
+    counts = sparse.csr_matrix((np.ones(int(present.sum())), (rows, tokens[present])),
+                               shape=(len(tokens), buckets))
+    counts.sum_duplicates()
+    df = np.bincount(counts.indices, minlength=buckets)
     idf = np.log((1.0 + len(tokens)) / (1.0 + df)) + 1.0
-    weights = np.where(present, idf[tokens], 0.0)
-    weights /= np.maximum(np.sqrt((weights ** 2).sum(1, keepdims=True)), 1e-12)
-    vectors = np.einsum("nt,ntd->nd", weights, _projection(config.hash_buckets,
-                                                           config.text_dim)[tokens])
+    weighted = counts.multiply(idf[None, :]).tocsr()
+    return _unit_rows(weighted)
+
+
+def _unit_rows(matrix: sparse.csr_matrix) -> sparse.csr_matrix:
+    norms = np.sqrt(np.asarray(matrix.multiply(matrix).sum(1))).ravel()
+    return (sparse.diags(1.0 / np.maximum(norms, 1e-12)) @ matrix).tocsr()
+
+
+def text_vectors(item_tfidf: sparse.csr_matrix, config: ModelConfig) -> np.ndarray:
+    """[N, text_dim] unit vectors: the items' TF-IDF rows through the fixed projection, so
+    that every scene's items live in one space the shared encoder can read."""
+    vectors = np.asarray(item_tfidf @ _projection(config.hash_buckets, config.text_dim))
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+def _profiles(item_tfidf: sparse.csr_matrix, history: np.ndarray) -> sparse.csr_matrix:
+    """[B, buckets] unit-length sums of the TF-IDF rows of each of B histories [B, L]
+    (negative ids are padding); an empty history has an all-zero profile."""
+    present = history >= 0
+    rows = np.repeat(np.arange(len(history)), present.sum(1))
+    chosen = sparse.csr_matrix((np.ones(len(rows)), (rows, history[present])),
+                               shape=(len(history), item_tfidf.shape[0]))
+    return _unit_rows(chosen @ item_tfidf)
+
+
+def catalogue_content(item_tfidf: sparse.csr_matrix, history: np.ndarray, items: np.ndarray
+                      ) -> np.ndarray:
+    """[B, N] exact TF-IDF cosine between each of B histories [B, L] (their summed item
+    rows) and each of N catalogue items: the content-similarity score, read from public
+    titles and the shopper's own history alone."""
+    return np.asarray((_profiles(item_tfidf, history) @ item_tfidf[items].T).todense(),
+                      dtype=np.float32)
+
+
+def candidate_content(item_tfidf: sparse.csr_matrix, history: np.ndarray,
+                      candidates: np.ndarray) -> np.ndarray:
+    """[..., K] the same cosine for each row's own K candidates, histories [..., L]."""
+    flat = candidates.reshape(-1, candidates.shape[-1])
+    unique, position = np.unique(flat, return_inverse=True)
+    profiles = _profiles(item_tfidf, history.reshape(-1, history.shape[-1]))
+    dense = np.asarray((profiles @ item_tfidf[unique].T).todense(), dtype=np.float32)
+    return np.take_along_axis(dense, position.reshape(flat.shape), axis=1
+                              ).reshape(candidates.shape)

@@ -125,21 +125,6 @@ class SceneHead(nn.Module):
         return logits
 
 
-def text_profile(history_text: torch.Tensor, history_mask: torch.Tensor) -> torch.Tensor:
-    """The unit-length mean [..., text_dim] of a history's public title vectors."""
-    mask = history_mask.unsqueeze(-1).float()
-    profile = (history_text * mask).sum(-2)
-    return profile / profile.norm(dim=-1, keepdim=True).clamp(min=1e-12)
-
-
-def content_similarity(history_text: torch.Tensor, history_mask: torch.Tensor,
-                       candidate_text: torch.Tensor) -> torch.Tensor:
-    """Cosine [..., K] between the mean of the history's public title vectors
-    [..., L, text_dim] and each candidate's [..., K, text_dim] (no parameters)."""
-    profile = text_profile(history_text, history_mask)
-    return (candidate_text * profile.unsqueeze(-2)).sum(-1)
-
-
 class _ReverseGradient(torch.autograd.Function):
     """Identity forward; the gradient is negated on the way back."""
 
@@ -191,13 +176,12 @@ class SceneModel(nn.Module):
         self.return_domains = False
 
     def forward(self, text: torch.Tensor, price: torch.Tensor, category: torch.Tensor,
-                item_mask: torch.Tensor, item_ids: torch.Tensor
+                item_mask: torch.Tensor, item_ids: torch.Tensor, content: torch.Tensor
                 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """`batches.gather_inputs`'s tensors: candidates and history, then the candidates'
+        content similarity [..., K] to the history."""
         n_candidates = item_ids.shape[-1]
         users, candidates = self.encoder(text, price, category, item_mask, n_candidates)
-        content = content_similarity(text[..., n_candidates:, :],
-                                     item_mask[..., n_candidates:],
-                                     text[..., :n_candidates, :])
         logits = self.head(users, candidates, item_ids, content)
         if not self.return_domains or self.disc is None:
             return logits
@@ -211,16 +195,18 @@ class SceneModel(nn.Module):
         users = encoder.encode_users(encoder.encode_items(*history[:3]), history[3])
         return users, items
 
-    def catalogue_scores(self, history: ModelInputs, catalogue: ModelInputs) -> torch.Tensor:
+    def catalogue_scores(self, history: ModelInputs, catalogue: ModelInputs,
+                         content: torch.Tensor) -> torch.Tensor:
         """Logits [B, N] of every catalogue item for B users, encoding each item once.
 
         `history`: (text [B,L,text_dim], price, category, mask [B,L], ids) of the users'
         items; `catalogue`: (text [N,text_dim], price [N], category [N], mask, ids [N]) of
-        the items to rank. Gives the same logits as `forward` on those candidates.
+        the items to rank; `content`: [B, N] their content similarity
+        (`features.catalogue_content`). Gives the same logits as `forward` on those
+        candidates.
         """
         users, items = self._encode(history, catalogue)
         batch = users.shape[0]
-        content = text_profile(history[0], history[3]) @ catalogue[0].T  # [B, N]
         return self.head(users, items.unsqueeze(0).expand(batch, -1, -1),
                          catalogue[4].unsqueeze(0).expand(batch, -1), content)
 

@@ -7,6 +7,7 @@ from dataclasses import replace
 
 import numpy as np
 import torch
+from scipy import sparse
 
 from fedscene.client.prior import set_prior
 from fedscene.common.config import ExperimentConfig
@@ -39,7 +40,9 @@ def pool_scenes(datasets: list[SceneDataset]) -> tuple[SceneDataset, list[SceneD
 
     pooled = SceneDataset(
         scene="pooled",
-        item_keys=cat("item_keys"), item_tokens=cat("item_tokens"), item_text=cat("item_text"),
+        item_keys=cat("item_keys"),
+        item_tfidf=sparse.vstack([d.item_tfidf for d in datasets]).tocsr(),
+        item_text=cat("item_text"),
         item_price=cat("item_price"), item_category=cat("item_category"),
         train_user=cat("train_user", "user"), train_item=cat("train_item", "item"),
         train_time=cat("train_time"), train_history=cat("train_history", "item"),

@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import numpy as np
+from scipy import sparse
 
 from fedscene.common.config import DataConfig, ModelConfig
 from fedscene.common.data.contract import RawDataset
@@ -26,6 +27,7 @@ from fedscene.common.features import (
     price_buckets,
     text_tokens,
     text_vectors,
+    tfidf,
 )
 
 PAD = -1
@@ -37,8 +39,8 @@ class SceneDataset:
 
     scene: str
     item_keys: np.ndarray      # [n_items] the items' ids in the source (for cross-scene joins)
-    item_tokens: np.ndarray    # [n_items, max_tokens]
-    item_text: np.ndarray      # [n_items, text_dim] public TF-IDF projection (unit vectors)
+    item_tfidf: sparse.csr_matrix  # [n_items, hash_buckets] public TF-IDF of the titles
+    item_text: np.ndarray      # [n_items, text_dim] its fixed projection (unit vectors)
     item_price: np.ndarray     # [n_items]
     item_category: np.ndarray  # [n_items]
     train_user: np.ndarray     # [n_train]
@@ -244,12 +246,12 @@ def build_scene(raw: RawDataset, scene: str, data: DataConfig, model: ModelConfi
                                       eval_count, rng)
 
     catalogue = raw.items.set_index("item").loc[item_keys]
-    tokens = text_tokens(catalogue["text"].tolist(), model)
+    item_tfidf = tfidf(text_tokens(catalogue["text"].tolist(), model), model.hash_buckets)
     return SceneDataset(
         scene=scene,
         item_keys=item_keys,
-        item_tokens=tokens,
-        item_text=text_vectors(tokens, model),
+        item_tfidf=item_tfidf,
+        item_text=text_vectors(item_tfidf, model),
         item_price=price_buckets(catalogue["price"].to_numpy(), model),
         item_category=category_buckets(catalogue["category"].tolist(), model),
         train_user=train_users,

@@ -10,11 +10,11 @@ from fedscene.common.batches import history_inputs, item_inputs
 from fedscene.common.config import TrainingConfig
 from fedscene.common.data import build_scene, load_raw_dataset
 from fedscene.common.evaluation import evaluate_users, model_scorer
+from fedscene.common.features import catalogue_content
 from fedscene.common.model import (
     SceneModel,
     merge_state,
     split_state,
-    text_profile,
 )
 from fedscene.common.privacy_units import ShopperUnit
 from fedscene.common.training import DPSettings, train_local
@@ -99,6 +99,7 @@ def test_public_item_vectors_read_no_interactions(small_model_config):
     after = build_scene(replace(raw, interactions=shuffled), "scene0", data, small_model_config)
     np.testing.assert_array_equal(before.item_keys, after.item_keys)
     np.testing.assert_array_equal(before.item_text, after.item_text)
+    assert (before.item_tfidf != after.item_tfidf).nnz == 0
     assert not np.array_equal(before.train_user, after.train_user)
 
 
@@ -109,8 +110,9 @@ def test_an_untrained_model_ranks_by_content_similarity(small_scene, small_model
     rows = np.arange(8)
     history = history_inputs(small_scene, small_scene.test_history[rows])
     catalogue = item_inputs(small_scene, small_scene.ranked_items)
+    content = catalogue_content(small_scene.item_tfidf, small_scene.test_history[rows],
+                                small_scene.ranked_items)
     with torch.no_grad():
-        scores = model.catalogue_scores(history, catalogue)
-    profile = text_profile(history[0], history[3])
-    expected = small_model_config.content_weight * profile @ catalogue[0].T
-    torch.testing.assert_close(scores, expected)
+        scores = model.catalogue_scores(history, catalogue, torch.from_numpy(content))
+    expected = small_model_config.content_weight * content
+    torch.testing.assert_close(scores, torch.from_numpy(expected))
