@@ -192,8 +192,11 @@ def run_empirical_audit(config: ExperimentConfig, scene: str, *, canaries: int =
         run = _train(config, algorithm, SceneState(scene_directory(scratch, scene), scene), audited,
                      white, run_seed)
     if not run.trained:
-        raise ConfigError(f"scene {scene!r} trained no round under its budget (privacy."
-                          f"epsilon {config.privacy.epsilon:g}); nothing to audit")
+        units = unit.count(audited) + white.extra_units
+        reason = (f"its {units} privacy units, canaries included, are fewer than privacy."
+                  f"min_units {config.privacy.min_units}" if config.privacy.too_few(units)
+                  else f"its budget (privacy.epsilon {config.privacy.epsilon:g}) allows none")
+        raise ConfigError(f"scene {scene!r} trained no round: {reason}; nothing to audit")
     last = run.trained[-1]
     claimed, delta = float(last["epsilon"]), float(last["delta"])
     clip = config.privacy.max_grad_norm

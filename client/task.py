@@ -95,12 +95,12 @@ def phase_epochs(config: ExperimentConfig, phase: Phase) -> float:
 
 
 def steps_per_round(config: ExperimentConfig, phases: list[Phase], units: int
-                    ) -> tuple[float, list[int]]:
-    """(sample rate, steps of each phase) of one round over `units` privacy units."""
+                    ) -> tuple[float, int]:
+    """(sample rate, steps over all phases) of one round over `units` privacy units."""
     batch = config.training.batch_size
     rate = sample_rate_and_steps(units, batch, config.training.local_epochs)[0]
-    return rate, [sample_rate_and_steps(units, batch, phase_epochs(config, phase))[1]
-                  for phase in phases]
+    return rate, sum(sample_rate_and_steps(units, batch, phase_epochs(config, phase))[1]
+                     for phase in phases)
 
 
 def restore_model(state: SceneState, dataset: SceneDataset, request: RoundRequest
@@ -156,8 +156,7 @@ def train_round(state: SceneState, dataset: SceneDataset, request: RoundRequest,
         # keeps its start (public content, and what it receives), trains nothing and
         # spends nothing.
         return TrainOutcome(TOO_FEW_UNITS, {}, {})
-    rate, planned = steps_per_round(config, phases, units)
-    total = sum(planned)
+    rate, total = steps_per_round(config, phases, units)
     account = PrivacyAccount(state, config.privacy)
     model = restore_model(state, dataset, request)
     randomness = noise_source(config.privacy.reproducible_noise, training_seed(request))

@@ -168,7 +168,7 @@ def privacy_line(arms: dict[str, ArmResult], config: ExperimentConfig,
 def audit_line(audit: AuditSummary | None) -> str:
     if audit is None:
         return "**Audit:** no privacy ledger was written, nothing to audit."
-    verdicts = ", ".join(f"{name} {count}" for name, count in sorted(audit.verdicts.items()))
+    verdicts = ", ".join(f"{count} {name}" for name, count in sorted(audit.verdicts.items()))
     if set(audit.verdicts) == {"no DP"}:
         return (f"**Audit:** privacy is off: all {audit.ledgers} ledgers record training "
                 f"without DP (verdict `no DP`), so nothing in this run is private.")

@@ -77,6 +77,13 @@ def test_cli_refuses_bad_arguments(capsys):
     assert "--scene" in capsys.readouterr().out
     assert main(["audit", "--empirical", "--scene", SCENE, "--confidence", "1.5"]) == 2
     assert main(["audit"]) == 2
+    capsys.readouterr()
+    # A scene with fewer privacy units than min_units trains nothing: said as such, not as
+    # a spent budget.
+    assert main(["audit", "--empirical", "--scene", SCENE, "--canaries", "50",
+                 "--set", "privacy.min_units=100000", "--set", "federation.rounds=1"]) == 2
+    said = capsys.readouterr().out
+    assert "trained no round" in said and "privacy.min_units 100000" in said
 
 
 def test_bound_against_the_closed_form():

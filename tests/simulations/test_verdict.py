@@ -67,7 +67,7 @@ def test_lines_answer_the_three_questions_from_the_numbers():
     assert "the strongest baseline, `content`, 0.250 (+0.090" in text
     assert "every scene spent epsilon 8.0" in text
     assert "7 shoppers buy in more than one scene (up to 3)" in text and "epsilon 24" in text
-    assert "all 4 ledgers the run wrote PASS" in text
+    assert "all 4 ledgers the run wrote PASS (4 near budget)" in text
     assert "new scene" not in text  # no transfer section, no transfer line
 
 
@@ -77,7 +77,8 @@ def test_failed_audit_and_no_privacy_are_said_plainly():
                           report="audit.md")
     off = ExperimentConfig.model_validate({"privacy": {"enabled": False}})
     text = "\n".join(verdict_lines(_results(audit=failed, config=off)))
-    assert "**Audit: FAILED**" in text and "exceeds the budget" in text
+    assert "**Audit: FAILED**" in text and "(1 ok, 1 over budget)" in text
+    assert "exceeds the budget" in text
     assert "Privacy:** off" in text
     sweep = replace(failed, verdicts={"near budget": 3, "no DP": 2})
     text = "\n".join(verdict_lines(_results(audit=sweep)))
