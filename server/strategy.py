@@ -56,29 +56,36 @@ RETIRING = {BUDGET_EXHAUSTED: "has spent its privacy budget",
                            "keeps its start"}
 
 
-def reply_problem(content: RecordDict, expected: dict[str, np.ndarray], weighted: bool
-                  ) -> str | None:
-    """Why a training reply cannot be averaged in, or None when it can."""
+class RejectedReply(ValueError):
+    """A training reply that cannot be averaged in; the message says why."""
+
+
+def reply_update(content: RecordDict, expected: dict[str, np.ndarray], weighted: bool
+                 ) -> dict[str, np.ndarray]:
+    """The reply's shared parameters, decoded once; `RejectedReply` when they cannot be
+    averaged in (names, shapes, non-finite values, a missing or bad example count)."""
     if ARRAYS not in content.array_records:
-        return "no parameter record in the reply"
+        raise RejectedReply("no parameter record in the reply")
     arrays = content[ARRAYS]
     got = set(arrays.keys())
     missing, extra = sorted(set(expected) - got), sorted(got - set(expected))
     if missing or extra:
-        return f"parameter names differ: missing {missing}, unexpected {extra}"
+        raise RejectedReply(f"parameter names differ: missing {missing}, unexpected {extra}")
+    decoded = {name: arrays[name].numpy() for name in expected}
     for name, reference in expected.items():
-        value = arrays[name].numpy()
+        value = decoded[name]
         if value.shape != reference.shape:
-            return f"parameter {name!r} has shape {value.shape}, expected {reference.shape}"
+            raise RejectedReply(f"parameter {name!r} has shape {value.shape}, expected "
+                                f"{reference.shape}")
         if not np.isfinite(value).all():
-            return f"parameter {name!r} has non-finite values"
+            raise RejectedReply(f"parameter {name!r} has non-finite values")
     if METRICS not in content.metric_records:
-        return "no metric record in the reply"
+        raise RejectedReply("no metric record in the reply")
     if weighted:
         count = content[METRICS].get(NUM_EXAMPLES)
         if not isinstance(count, int | float) or not count > 0:
-            return f"'{NUM_EXAMPLES}' is {count!r}; it must be a positive number"
-    return None
+            raise RejectedReply(f"'{NUM_EXAMPLES}' is {count!r}; it must be a positive number")
+    return decoded
 
 
 class SceneStrategy(FedAvg):
@@ -224,30 +231,32 @@ class SceneStrategy(FedAvg):
             self.scene_of_node[node] = scene
         return self.scene_of_node.get(node, f"node {node}")
 
-    def _bounded(self, server_round: int, accepted: list[Message]) -> list[Message]:
-        """The replies whose update (reply less the current shared parameters) has an L2
-        norm at most `max_update_ratio` x the median of this round's and the last round's
-        accepted norms; the others are left out as failures with their reason. Needs at
-        least three norms to judge by (0 turns the check off)."""
+    def _bounded(self, server_round: int, accepted: list[tuple[Message, dict[str, np.ndarray]]]
+                 ) -> list[tuple[Message, dict[str, np.ndarray]]]:
+        """The (reply, parameters) whose update (the parameters less the current shared
+        ones) has an L2 norm at most `max_update_ratio` x the median of this round's and the
+        last round's accepted norms; the others are left out as failures with their reason.
+        Needs at least three norms to judge by (0 turns the check off)."""
         if self.max_update_ratio <= 0:
             return accepted
         norms = [float(np.sqrt(sum(
-            float(np.sum((m.content[ARRAYS][name].numpy().astype(np.float64) - value) ** 2))
-            for name, value in self.current.items()))) for m in accepted]
+            float(np.sum((arrays[name].astype(np.float64) - value) ** 2))
+            for name, value in self.current.items()))) for _, arrays in accepted]
         pool = norms + self.previous_norms
         if len(pool) < 3:
             self.previous_norms = norms
             return accepted
         reference = float(np.median(pool))
         kept, kept_norms = [], []
-        for message, norm in zip(accepted, norms, strict=True):
+        for reply, norm in zip(accepted, norms, strict=True):
+            message = reply[0]
             if norm > self.max_update_ratio * max(reference, 1e-12):
                 self._fail(server_round, "train", message,
                            f"update norm {norm:.3g} is {norm / max(reference, 1e-12):.3g}x the "
                            f"median {reference:.3g} (federation.max_update_ratio "
                            f"{self.max_update_ratio:g}): left out of the average")
                 continue
-            kept.append(message)
+            kept.append(reply)
             kept_norms.append(norm)
         self.previous_norms = kept_norms
         return kept
@@ -287,7 +296,7 @@ class SceneStrategy(FedAvg):
         if self.sent.get("train") == []:  # nothing was asked: held, or no scene left
             return None, None
         replies = list(replies)
-        valid: list[Message] = []
+        valid: list[tuple[Message, dict[str, np.ndarray]]] = []
         for message in replies:
             if message.has_error():
                 self._errored(server_round, "train", message)
@@ -301,30 +310,29 @@ class SceneStrategy(FedAvg):
                 log(INFO, "round %s: %s %s; it will not be asked to train again",
                     server_round, scene, RETIRING[status])
                 continue
-            problem = reply_problem(content, self.current, self.weighted)
-            if problem:
-                self._fail(server_round, "train", message, problem)
+            try:
+                arrays = reply_update(content, self.current, self.weighted)
+            except RejectedReply as problem:
+                self._fail(server_round, "train", message, str(problem))
                 continue
             if self.observer:
                 self.observer(server_round, scene, content)
-            valid.append(message)
+            valid.append((message, arrays))
         self._no_reply(server_round, "train", replies)
         kept = self._bounded(server_round, valid)
         if self._short_of_quorum(server_round, "train", len(kept), "accepted replies") or (
                 not kept):
             return None, None
-        accepted: list[RecordDict] = []
-        for message in kept:
+        for message, _ in kept:
             self.trained.append({"round": server_round, "scene": self._scene(message)}
                                 | dict(message.content[METRICS]))
-            accepted.append(message.content)
+        accepted = [message.content for message, _ in kept]
         weights = np.array([float(c[METRICS][NUM_EXAMPLES]) if self.weighted else 1.0
                             for c in accepted])
         weights /= weights.sum()
         updated = {}
         for name, current in self.current.items():
-            mean = sum(w * c[ARRAYS][name].numpy() for w, c in zip(weights, accepted,
-                                                                    strict=True))
+            mean = sum(w * arrays[name] for w, (_, arrays) in zip(weights, kept, strict=True))
             velocity = self.server_momentum * self.velocity.get(name, 0.0) + (mean - current)
             self.velocity[name] = velocity
             updated[name] = (current + self.server_learning_rate * velocity).astype(

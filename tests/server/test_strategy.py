@@ -1,10 +1,12 @@
+import re
+
 import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.app.metadata import Metadata
 
 from fedscene.common.errors import ConfigError
-from fedscene.server.strategy import SceneStrategy, reply_problem
+from fedscene.server.strategy import RejectedReply, SceneStrategy, reply_update
 
 EXPECTED = {"encoder.w": np.zeros((2, 3), dtype=np.float32),
             "encoder.b": np.zeros(3, dtype=np.float32)}
@@ -19,7 +21,8 @@ def _content(arrays, metrics=None, status="trained", scene="s"):
 
 
 def test_valid_reply_passes():
-    assert reply_problem(_content(EXPECTED), EXPECTED, weighted=True) is None
+    decoded = reply_update(_content(EXPECTED), EXPECTED, weighted=True)
+    assert decoded.keys() == EXPECTED.keys()
 
 
 @pytest.mark.parametrize(("arrays", "metrics", "needle"), [
@@ -30,7 +33,8 @@ def test_valid_reply_passes():
     (EXPECTED, {"train-loss": 1.0}, "'num-examples' is None"),
 ])
 def test_bad_replies_are_named(arrays, metrics, needle):
-    assert needle in reply_problem(_content(arrays, metrics), EXPECTED, weighted=True)
+    with pytest.raises(RejectedReply, match=re.escape(needle)):
+        reply_update(_content(arrays, metrics), EXPECTED, weighted=True)
 
 
 def _reply(content, node):
