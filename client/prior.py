@@ -44,23 +44,26 @@ def set_prior(model: SceneModel, dataset: SceneDataset, config: ExperimentConfig
     release (the model then has it from the scene's state); returns the ledger entry of
     the release (None when nothing was released under DP).
 
-    Without DP (`account` None) the prior is the exact recent counts. Under DP it is
-    released only when the scene has at least `privacy.min_units` units and the release
-    leaves room in the budget for training; otherwise the model keeps no prior.
+    A scene with fewer than `privacy.min_units` units keeps no prior, with or without DP:
+    the counts of so few shoppers are mostly chance (measured on full Online Retail: the
+    exact prior took its six countries of 12 to 30 shoppers from content similarity's 0.60
+    mean full-HR@10 to 0.25). Otherwise, without DP (`account` None), the prior is the exact
+    recent counts; under DP it is released when the release leaves room in the budget for
+    training.
     """
     head, model_config = model.head, config.model
     window = Window.of(model_config.popularity_days, config.data.as_of)
-    if not head.prior_weight or dataset.n_train == 0:
+    unit = unit_of(config.privacy)
+    units = unit.count(dataset)
+    if not head.prior_weight or dataset.n_train == 0 or units < config.privacy.min_units:
         return None
     if account is None:  # exact counts, recomputed each call: nothing is spent
         counts = exact_counts(dataset, window)
         head.local_ids.set_prior(torch.from_numpy(prior_scores(counts)))
         return None
-    unit = unit_of(config.privacy)
-    units = unit.count(dataset)
     # The ledger, not the model's buffer, says whether the counts were released: a prior
     # that standardises to zeros (equal counts) must not be released again each round.
-    if account.has_entry(PRIOR) or config.privacy.too_few(units):
+    if account.has_entry(PRIOR):
         return None
     prior_epsilon = config.privacy.prior_share * account.target_epsilon()
     noise_multiplier = gaussian_sigma(prior_epsilon, account.delta_for(units), 1.0)

@@ -197,10 +197,11 @@ class PrivacyConfig(_Strict):
                                           "popularity prior's release spends (the Gaussian "
                                           "mechanism, composed with training)")
     min_units: int = Field(
-        50, ge=1, description="with fewer privacy units a scene does not train, releases no "
-                              "popularity prior and, as a transfer target, does not adapt "
-                              "under DP (the noise would swamp the signal): it keeps its "
-                              "model as it starts and spends nothing")
+        50, ge=1, description="with fewer privacy units a scene keeps no popularity prior "
+                              "(with or without DP: so few shoppers' counts are chance) and, "
+                              "under DP, does not train nor, as a transfer target, adapt "
+                              "(the noise would swamp the signal): it keeps its model as it "
+                              "starts and spends nothing")
     scenes: dict[str, SceneBudget] = Field(default_factory=dict)
 
     def too_few(self, units: int) -> bool:

@@ -78,6 +78,17 @@ def test_without_room_or_with_too_few_shoppers_nothing_is_released(tmp_path, sce
         assert not model.head.local_ids.has_prior and account.history == [], name
 
 
+def test_without_dp_the_prior_is_exact_but_needs_min_units(scene):
+    """Without DP the prior is the exact counts; from fewer than min_units shoppers it is
+    not kept either (such counts are chance, and they lowered small scenes' scores)."""
+    for min_units, kept in ((50, True), (10_000, False)):
+        config = _config(enabled=False, min_units=min_units)
+        model = SceneModel(config.model, scene.n_items)
+        assert set_prior(model, scene, config, None, secret_source(), run_id="r",
+                         round_=1) is None
+        assert model.head.local_ids.has_prior == kept, min_units
+
+
 def test_one_shopper_moves_the_counts_by_at_most_the_sensitivity(kitchen):
     window = Window.of(90, "2011-12-10")
     rows = window.rows(kitchen)
