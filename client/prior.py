@@ -30,7 +30,7 @@ from fedscene.common.popularity import (
     prior_scores,
     release_counts,
 )
-from fedscene.common.privacy_units import unit_of
+from fedscene.common.privacy_units import declared_unit
 from fedscene.common.randomness import NoiseSource
 
 RELEASED = "the scene's popularity prior (kept in the scene, never sent)"
@@ -53,7 +53,7 @@ def set_prior(model: SceneModel, dataset: SceneDataset, config: ExperimentConfig
     """
     head, model_config = model.head, config.model
     window = Window.of(model_config.popularity_days, config.data.as_of)
-    unit = unit_of(config.privacy)
+    unit = declared_unit(config.privacy)  # under DP, the unit training is clipped by
     units = unit.count(dataset)
     if not head.prior_weight or dataset.n_train == 0 or units < config.privacy.min_units:
         return None

@@ -182,12 +182,18 @@ def shopper_items(dataset: SceneDataset) -> dict[int, np.ndarray]:
     return _cached(dataset, "items", build)
 
 
-def unit_of(privacy: PrivacyConfig) -> PrivacyUnit:
-    """The configured privacy unit. Without DP nothing is clipped per unit, so training
-    takes examples one by one (more, smaller steps), as a non-private model would."""
-    if privacy.enabled and privacy.unit == "shopper":
+def declared_unit(privacy: PrivacyConfig) -> PrivacyUnit:
+    """The unit `privacy.unit` names, whether or not DP is on: what `min_units` counts and
+    what the DP baselines release under."""
+    if privacy.unit == "shopper":
         return ShopperUnit(privacy.max_examples_per_shopper)
     return ExampleUnit()
+
+
+def unit_of(privacy: PrivacyConfig) -> PrivacyUnit:
+    """The unit training batches by. Without DP nothing is clipped per unit, so training
+    takes examples one by one (more, smaller steps), as a non-private model would."""
+    return declared_unit(privacy) if privacy.enabled else ExampleUnit()
 
 
 def group_guarantee(epsilon: float, delta: float, group: int) -> dict[str, float] | None:

@@ -25,7 +25,7 @@ from fedscene.common.data.scene import Window
 from fedscene.common.evaluation import Scorer, evaluate_users
 from fedscene.common.metrics import METRICS
 from fedscene.common.popularity import exact_counts
-from fedscene.common.privacy_units import unit_of
+from fedscene.common.privacy_units import declared_unit
 from fedscene.common.randomness import noise_source
 from fedscene.simulations.results import (
     BaselineResult,
@@ -62,7 +62,7 @@ def run_baselines(config: ExperimentConfig, datasets: list[SceneDataset]
     popularity) the mechanism; and the per-user metrics for paired gains."""
     overall = _overall_counts(datasets)
     privacy = config.privacy
-    unit = unit_of(privacy.model_copy(update={"enabled": True}))
+    unit = declared_unit(privacy)
     rng = noise_source(privacy.reproducible_noise, config.data.seed).examples
     model = config.model
     window = Window.of(model.popularity_days, config.data.as_of)

@@ -80,8 +80,11 @@ def test_without_room_or_with_too_few_shoppers_nothing_is_released(tmp_path, sce
 
 def test_without_dp_the_prior_is_exact_but_needs_min_units(scene):
     """Without DP the prior is the exact counts; from fewer than min_units shoppers it is
-    not kept either (such counts are chance, and they lowered small scenes' scores)."""
-    for min_units, kept in ((50, True), (10_000, False)):
+    not kept either (such counts are chance, and they lowered small scenes' scores). The
+    scene's 150 shoppers are counted, not its thousands of examples (without DP training
+    takes examples one by one)."""
+    assert scene.n_train > 1000
+    for min_units, kept in ((150, True), (151, False), (1000, False)):
         config = _config(enabled=False, min_units=min_units)
         model = SceneModel(config.model, scene.n_items)
         assert set_prior(model, scene, config, None, secret_source(), run_id="r",
