@@ -240,9 +240,15 @@ class FederationConfig(_Strict):
     max_update_ratio: float = Field(
         10.0, ge=0.0, description="a reply whose update (its shared parameters less the "
                                   "current ones) is longer than this x the median of the "
-                                  "round's and the last round's accepted updates is left out "
-                                  "as a failure, with its reason (0: no bound; needs 3 "
-                                  "updates to judge by)")
+                                  "round's and the last round's accepted updates, and than "
+                                  "update_floor, is left out as a failure, with its reason "
+                                  "(0: no bound; needs 3 updates to judge by)")
+    update_floor: float = Field(
+        0.1, ge=0.0, description="an update no longer than this x the L2 norm of the current "
+                                 "shared parameters is never left out as oversized: partners "
+                                 "of very different sizes take very different numbers of "
+                                 "steps, and the median of small partners' updates must not "
+                                 "reject a large partner's")
 
 
 class AlignmentConfig(_Strict):

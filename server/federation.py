@@ -69,6 +69,7 @@ def run_federation(grid: Grid, config: ExperimentConfig, *, algorithm: str, num_
                              server_momentum=federation.server_momentum,
                              weighted=federation.send_num_examples,
                              max_update_ratio=federation.max_update_ratio,
+                             update_floor=federation.update_floor,
                              quorum=federation.quorum, partner_wait_s=federation.partner_wait_s,
                              observer=observer)
     layout = ArmLayout(out_dir)

@@ -102,6 +102,30 @@ def test_an_oversized_finite_update_is_left_out_with_its_reason():
     assert [f["scene"] for f in strategy.failures] == ["hostile"]
 
 
+def test_a_large_partners_update_is_not_oversized_while_small_beside_the_parameters():
+    """Without the floor, the median of three small partners' updates rejects a partner
+    whose update is 100 times theirs; with it, that update (1% of the parameters' norm) is
+    averaged in, while a 1e30 one still is not."""
+    # Nine coordinates of 10: the parameters' norm is 30, the large update's 0.3.
+    current = {k: np.full(v.shape, 10.0, dtype=np.float32) for k, v in EXPECTED.items()}
+    steps = (0.001, 0.001, 0.001, 0.1)  # per coordinate: the last is 100x the others
+    for floor, left_out in ((0.0, ["large"]), (0.1, [])):
+        strategy = SceneStrategy(4, weighted=False, max_update_ratio=10.0, update_floor=floor)
+        strategy.current = {k: v.copy() for k, v in current.items()}
+        contents = [_content({k: v + d for k, v in current.items()}, {"train-loss": 1.0},
+                             scene="large" if d == 0.1 else f"s{i}")
+                    for i, d in enumerate(steps)]
+        strategy.aggregate_train(1, [_reply(c, i) for i, c in enumerate(contents, start=1)])
+        assert [f["scene"] for f in strategy.failures] == left_out, floor
+    strategy = SceneStrategy(4, weighted=False, max_update_ratio=10.0, update_floor=0.1)
+    strategy.current = {k: v.copy() for k, v in current.items()}
+    contents[3] = _content({k: np.full(v.shape, 1e30) for k, v in current.items()},
+                           {"train-loss": 1.0}, scene="hostile")
+    strategy.aggregate_train(1, [_reply(c, i) for i, c in enumerate(contents, start=1)])
+    assert [f["scene"] for f in strategy.failures] == ["hostile"]
+    assert "federation.update_floor 0.1" in strategy.failures[0]["reason"]
+
+
 def test_no_bound_without_enough_updates_to_judge_or_when_turned_off():
     for ratio, replies in ((10.0, 2), (0.0, 4)):
         strategy = SceneStrategy(replies, weighted=False, max_update_ratio=ratio)
