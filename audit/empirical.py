@@ -54,7 +54,7 @@ from fedscene.common.layout import scene_directory
 from fedscene.common.ledger import TRAINING, read_ledger
 from fedscene.common.model import build_model
 from fedscene.common.privacy_units import shopper_rows, unit_of
-from fedscene.common.protocol import TRAINED
+from fedscene.common.protocol import TOO_FEW_UNITS, TRAINED
 
 CONSISTENT = "consistent"
 VIOLATED = "claim violated"
@@ -192,9 +192,8 @@ def run_empirical_audit(config: ExperimentConfig, scene: str, *, canaries: int =
         run = _train(config, algorithm, SceneState(scene_directory(scratch, scene), scene), audited,
                      white, run_seed)
     if not run.trained:
-        units = unit.count(audited) + white.extra_units
-        reason = (f"its {units} privacy units, canaries included, are fewer than privacy."
-                  f"min_units {config.privacy.min_units}" if config.privacy.too_few(units)
+        reason = (f"its privacy units, canaries included, are fewer than privacy.min_units "
+                  f"{config.privacy.min_units}" if run.stopped_by == TOO_FEW_UNITS
                   else f"its budget (privacy.epsilon {config.privacy.epsilon:g}) allows none")
         raise ConfigError(f"scene {scene!r} trained no round: {reason}; nothing to audit")
     last = run.trained[-1]
@@ -231,6 +230,7 @@ class _Campaign:
     final: torch.nn.Module
     trained: list[dict]
     accounting: str
+    stopped_by: str  # the status of the round that did not train (TRAINED: none)
 
 
 def _train(config: ExperimentConfig, algorithm: str, state: SceneState, dataset: SceneDataset,
@@ -239,18 +239,20 @@ def _train(config: ExperimentConfig, algorithm: str, state: SceneState, dataset:
     as a one-scene federation's average would; the adversary learns each round's seeds."""
     initial = restore_model(state, dataset, _request(config, algorithm, 0, seed, {}))
     shared: dict[str, torch.Tensor] = {}
-    rounds = 0
+    rounds, stopped_by = 0, TRAINED
     for round_ in range(1, config.federation.rounds + 1):
         request = _request(config, algorithm, round_, seed, shared)
         probe.replay_seed(training_seed(request))
         outcome = train_round(state, dataset, request, probe=probe)
         if outcome.status != TRAINED:
+            stopped_by = outcome.status
             break
         shared, rounds = outcome.shared, round_
     final = restore_model(state, dataset, _request(config, algorithm, rounds, seed, shared))
     trained = [e for e in read_ledger(state.ledger_path).entries
                if e.get("kind") == TRAINING and e.get("algorithm") == algorithm]
-    return _Campaign(initial, final, trained, audit_ledger(state.ledger_path).verdict)
+    return _Campaign(initial, final, trained, audit_ledger(state.ledger_path).verdict,
+                     stopped_by)
 
 
 def _request(config: ExperimentConfig, algorithm: str, round_: int, seed: int,

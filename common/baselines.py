@@ -63,7 +63,7 @@ def content_scorer(dataset: SceneDataset, seed: int = 0) -> Scorer:
 
     def score(data: SceneDataset, rows: np.ndarray) -> np.ndarray:
         return catalogue_content(data.item_tfidf, data.test_history[rows],
-                                 data.ranked_items).astype(np.float64) + jitter
+                                 data.ranked_items, np.float64) + jitter
 
     return score
 

@@ -197,16 +197,18 @@ class PrivacyConfig(_Strict):
                                           "popularity prior's release spends (the Gaussian "
                                           "mechanism, composed with training)")
     min_units: int = Field(
-        50, ge=1, description="with fewer privacy units a scene keeps no popularity prior "
-                              "(with or without DP: so few shoppers' counts are chance) and, "
+        50, ge=1, description="with fewer privacy units (of privacy.unit: shoppers by "
+                              "default) a scene keeps no popularity prior (with or without "
+                              "DP: so few shoppers' counts are chance) and, "
                               "under DP, does not train nor, as a transfer target, adapt "
                               "(the noise would swamp the signal): it keeps its model as it "
                               "starts and spends nothing")
     scenes: dict[str, SceneBudget] = Field(default_factory=dict)
 
     def too_few(self, units: int) -> bool:
-        """Whether, under DP, `units` are too few to train on or release anything from
-        (`min_units`): the noise would swamp their signal."""
+        """Whether, under DP, `units` are too few to train on (`min_units`): the noise
+        would swamp their signal. (The popularity prior asks `min_units` with or without
+        DP: `client.prior`.)"""
         return self.enabled and units < self.min_units
 
     def budget_for(self, scene: str) -> SceneBudget:
@@ -241,14 +243,17 @@ class FederationConfig(_Strict):
         10.0, ge=0.0, description="a reply whose update (its shared parameters less the "
                                   "current ones) is longer than this x the median of the "
                                   "round's and the last round's accepted updates, and than "
-                                  "update_floor, is left out as a failure, with its reason "
-                                  "(0: no bound; needs 3 updates to judge by)")
+                                  "update_floor x the current parameters' norm, is left out "
+                                  "as a failure, with its reason (0: no bound; needs 3 "
+                                  "updates to judge by)")
     update_floor: float = Field(
         0.1, ge=0.0, description="an update no longer than this x the L2 norm of the current "
-                                 "shared parameters is never left out as oversized: partners "
-                                 "of very different sizes take very different numbers of "
-                                 "steps, and the median of small partners' updates must not "
-                                 "reject a large partner's")
+                                 "shared parameters is never left out as oversized, so that "
+                                 "the median of small partners' updates does not reject a "
+                                 "large partner's; it is also how far any one partner may "
+                                 "move the shared parameters in a round among partners whose "
+                                 "updates are all small (0: no floor, for a federation of "
+                                 "equals)")
 
 
 class AlignmentConfig(_Strict):

@@ -98,18 +98,22 @@ def _profiles(item_tfidf: sparse.csr_matrix, history: np.ndarray) -> sparse.csr_
     return _unit_rows(chosen @ item_tfidf)
 
 
-def catalogue_content(item_tfidf: sparse.csr_matrix, history: np.ndarray, items: np.ndarray
-                      ) -> np.ndarray:
+def catalogue_content(item_tfidf: sparse.csr_matrix, history: np.ndarray, items: np.ndarray,
+                      dtype: type = np.float32) -> np.ndarray:
     """[B, N] exact TF-IDF cosine between each of B histories [B, L] (their summed item
     rows) and each of N catalogue items: the content-similarity score, read from public
-    titles and the shopper's own history alone."""
+    titles and the shopper's own history alone (float32 for the model; the baseline asks
+    float64, so that only exact ties are broken at random)."""
     return np.asarray((_profiles(item_tfidf, history) @ item_tfidf[items].T).todense(),
-                      dtype=np.float32)
+                      dtype=dtype)
 
 
 def candidate_content(item_tfidf: sparse.csr_matrix, history: np.ndarray,
                       candidates: np.ndarray) -> np.ndarray:
     """[..., K] the same cosine for each row's own K candidates, histories [..., L]."""
+    if candidates.min(initial=0) < 0:
+        raise ValueError("candidates must be item ids; padding (negative ids) is only for "
+                         "histories")
     flat = candidates.reshape(-1, candidates.shape[-1])
     unique, position = np.unique(flat, return_inverse=True)
     profiles = _profiles(item_tfidf, history.reshape(-1, history.shape[-1]))

@@ -23,7 +23,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from fedscene.common.batches import ModelInputs, gather_inputs
+from fedscene.common.batches import CandidateInputs, gather_inputs
 from fedscene.common.config import PrivacyConfig
 from fedscene.common.data.scene import SceneDataset, sample_negatives
 
@@ -33,7 +33,7 @@ class Batch:
     """Model inputs, candidate labels, and for shopper batches each example's weight in its
     shopper's loss ([shoppers, examples]: 1/examples for real ones, 0 for padding)."""
 
-    inputs: ModelInputs
+    inputs: CandidateInputs
     labels: torch.Tensor
     weights: torch.Tensor | None = None
 

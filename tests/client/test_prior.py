@@ -19,7 +19,7 @@ from fedscene.common.data.scene import Window, with_training_rows
 from fedscene.common.evaluation import evaluate_users, model_scorer
 from fedscene.common.ledger import read_ledger
 from fedscene.common.model import SceneModel, split_state
-from fedscene.common.popularity import bounded_counts, exact_counts
+from fedscene.common.popularity import bounded_counts, exact_counts, prior_scores
 from fedscene.common.randomness import reproducible_source, secret_source
 from tests.conftest import synthetic_data
 
@@ -90,6 +90,9 @@ def test_without_dp_the_prior_is_exact_but_needs_min_units(scene):
         assert set_prior(model, scene, config, None, secret_source(), run_id="r",
                          round_=1) is None
         assert model.head.local_ids.has_prior == kept, min_units
+        if kept:
+            np.testing.assert_allclose(model.head.local_ids.prior.numpy(),
+                                       prior_scores(exact_counts(scene, Window())), rtol=1e-5)
 
 
 def test_one_shopper_moves_the_counts_by_at_most_the_sensitivity(kitchen):

@@ -84,7 +84,7 @@ def test_content_vectors_read_only_the_catalogue(kitchen):
                        train_history=kitchen.train_history[order])
     rows = np.arange(5)
     np.testing.assert_array_equal(content_scorer(kitchen)(kitchen, rows),
-                                  content_scorer(shuffled)(kitchen, rows))
+                                  content_scorer(shuffled)(shuffled, rows))
     assert not np.array_equal(cooccurrence_scorer(kitchen)(kitchen, rows),
                               cooccurrence_scorer(shuffled)(kitchen, rows))
 

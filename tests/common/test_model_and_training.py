@@ -6,7 +6,7 @@ import torch
 from opacus.validators import ModuleValidator
 
 from fedscene.common.algorithms import shared_prefixes
-from fedscene.common.batches import history_inputs, item_inputs
+from fedscene.common.batches import gather_inputs, history_inputs, item_inputs
 from fedscene.common.config import TrainingConfig
 from fedscene.common.data import build_scene, load_raw_dataset
 from fedscene.common.evaluation import evaluate_users, model_scorer
@@ -116,3 +116,26 @@ def test_an_untrained_model_ranks_by_content_similarity(small_scene, small_model
         scores = model.catalogue_scores(history, catalogue, torch.from_numpy(content))
     expected = small_model_config.content_weight * content
     torch.testing.assert_close(scores, torch.from_numpy(expected))
+
+
+def test_training_inputs_and_catalogue_scoring_give_the_same_logits(small_scene,
+                                                                    small_model_config):
+    """What training scores (`gather_inputs` -> forward) and what evaluation scores
+    (`catalogue_scores` with `catalogue_content`) agree item for item, content term,
+    corrections and item biases included."""
+    torch.manual_seed(0)
+    model = SceneModel(small_model_config, small_scene.n_items).eval()
+    with torch.no_grad():
+        for parameter in model.head.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.5)
+    rows = np.arange(6)
+    histories = small_scene.test_history[rows]
+    candidates = np.random.default_rng(1).integers(0, small_scene.n_items, size=(6, 7))
+    content = catalogue_content(small_scene.item_tfidf, histories, small_scene.ranked_items)
+    with torch.no_grad():
+        trained = model(*gather_inputs(small_scene, candidates, histories))
+        ranked = model.catalogue_scores(history_inputs(small_scene, histories),
+                                        item_inputs(small_scene, small_scene.ranked_items),
+                                        torch.from_numpy(content))
+    torch.testing.assert_close(trained, torch.gather(ranked, 1, torch.from_numpy(candidates)),
+                               rtol=1e-5, atol=1e-5)
