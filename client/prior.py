@@ -55,7 +55,8 @@ def set_prior(model: SceneModel, dataset: SceneDataset, config: ExperimentConfig
     window = Window.of(model_config.popularity_days, config.data.as_of)
     unit = declared_unit(config.privacy)  # under DP, the unit training is clipped by
     units = unit.count(dataset)
-    if not head.prior_weight or dataset.n_train == 0 or units < config.privacy.min_units:
+    if (not head.prior_weight or dataset.n_train == 0
+            or config.privacy.below_min_units(units)):
         return None
     if account is None:  # exact counts, recomputed each call: nothing is spent
         counts = exact_counts(dataset, window)

@@ -205,11 +205,15 @@ class PrivacyConfig(_Strict):
                               "starts and spends nothing")
     scenes: dict[str, SceneBudget] = Field(default_factory=dict)
 
+    def below_min_units(self, units: int) -> bool:
+        """Whether `units` (of the declared unit) are fewer than `min_units`: too few to
+        count popularity from, with or without DP (`client.prior`)."""
+        return units < self.min_units
+
     def too_few(self, units: int) -> bool:
-        """Whether, under DP, `units` are too few to train on (`min_units`): the noise
-        would swamp their signal. (The popularity prior asks `min_units` with or without
-        DP: `client.prior`.)"""
-        return self.enabled and units < self.min_units
+        """Whether, under DP, `units` are too few to train on: the noise would swamp
+        their signal."""
+        return self.enabled and self.below_min_units(units)
 
     def budget_for(self, scene: str) -> SceneBudget:
         """The scene's own budget, else the default one."""

@@ -119,36 +119,34 @@ def run_task(address: str, token: str, client_app: ClientApp, refuse: Refusal,
                      else 5)
     heartbeat = HeartbeatSender(_heartbeat(client))
     heartbeat.start()
-    message, context, status, details = None, None, SubStatus.FAILED, "the task did not finish"
-    try:
-        message, context, _run, fab = pull_task_input(client)
-        reason = refuse(fab.content)
-        if reason is not None:
-            log(WARNING, "refused a task: %s", reason)
-            reply = Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION,
-                                  reason=f"refused by the partner: {reason}"),
-                            reply_to=message)
-            details = reason
-        else:
-            reply = client_app(message=message, context=context)
-            status, details = SubStatus.COMPLETED, ""
-    except BaseException as error:  # noqa: BLE001 (the executor outlives a failed task)
-        if isinstance(error, KeyboardInterrupt | SystemExit):
-            raise
-        log(ERROR, "task failed: %s", error, exc_info=error)
-        status, details = SubStatus.FAILED, f"{type(error).__name__}: {error}"
-        # As flwr-clientapp does: the server gets the error, not a silence.
-        reply = (Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION,
-                               reason=f"{type(error)}:<'{error}'>"), reply_to=message)
-                 if message is not None else None)
-    try:
+    message, context, reply = None, None, None
+    status, details = SubStatus.FAILED, "the task did not finish"
+    try:  # whatever happens, the heartbeat stops and the task ends
+        try:
+            message, context, _run, fab = pull_task_input(client)
+            reason = refuse(fab.content)
+            if reason is not None:
+                log(WARNING, "refused a task: %s", reason)
+                reply = Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION,
+                                      reason=f"refused by the partner: {reason}"),
+                                reply_to=message)
+                details = reason
+            else:
+                reply = client_app(message=message, context=context)
+                status, details = SubStatus.COMPLETED, ""
+        except Exception as error:  # noqa: BLE001 (the executor outlives a failed task)
+            log(ERROR, "task failed: %s", error, exc_info=error)
+            status, details = SubStatus.FAILED, f"{type(error).__name__}: {error}"
+            # As flwr-clientapp does: the server gets the error, not a silence.
+            if message is not None:
+                reply = Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION,
+                                      reason=f"{type(error)}:<'{error}'>"), reply_to=message)
         if reply is not None and context is not None:
-            push_message(client, reply, context)
-    except BaseException as error:  # noqa: BLE001
-        if isinstance(error, KeyboardInterrupt | SystemExit):
-            raise
-        log(ERROR, "could not push the reply: %s", error)
-        status, details = SubStatus.FAILED, f"reply not delivered: {error}"
+            try:
+                push_message(client, reply, context)
+            except Exception as error:  # noqa: BLE001
+                log(ERROR, "could not push the reply: %s", error)
+                status, details = SubStatus.FAILED, f"reply not delivered: {error}"
     finally:
         if heartbeat.is_running:  # before the task ends: its token goes with it
             heartbeat.stop()
