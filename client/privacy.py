@@ -271,7 +271,8 @@ class PrivacyAccount:
 
     def record_counts(self, noise_multiplier: float, sensitivity: float, unit: PrivacyUnit,
                       units: int, groups: dict[str, int], *, released: str,
-                      noise_source: str, run_id: str, round_: int, algorithm: str
+                      noise_source: str, run_id: str, round_: int, algorithm: str,
+                      mechanism: str = "gaussian (bounded counts, released once)"
                       ) -> dict[str, Any]:
         """Ledger one Gaussian release of counts with L2 `sensitivity` and noise standard
         deviation `noise_multiplier` x `sensitivity`: as a mechanism it is one step of
@@ -281,7 +282,7 @@ class PrivacyAccount:
                                       groups, None, {
             "run_id": run_id, "round": round_, "algorithm": algorithm,
             "campaign": self.plan.campaign if self.plan else 0,
-            "mechanism": "gaussian (bounded counts, released once)", "released": released,
+            "mechanism": mechanism, "released": released,
             "sampling": "none: every unit counted", "max_grad_norm": sensitivity,
             "noise_source": noise_source, "units": units,
             "budget_epsilon": self.privacy.budget_for(self.state.scene).epsilon,

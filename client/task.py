@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from fedscene.client.prior import set_prior
 from fedscene.client.privacy import BudgetSpent, PrivacyAccount
+from fedscene.client.start import set_released_start
 from fedscene.client.state import SceneState, params_digest
 from fedscene.common.algorithms import Phase, shared_prefixes
 from fedscene.common.algorithms import algorithm as algorithm_named
@@ -161,8 +161,9 @@ def train_round(state: SceneState, dataset: SceneDataset, request: RoundRequest,
     model = restore_model(state, dataset, request)
     randomness = noise_source(config.privacy.reproducible_noise, training_seed(request))
     if not unlabelled:  # an unlabelled scene's purchases are not used, counts included
-        set_prior(model, dataset, config, account if config.privacy.enabled else None,
-                  randomness, run_id=request.run_id, round_=request.round)
+        set_released_start(model, dataset, config,
+                           account if config.privacy.enabled else None, randomness,
+                           run_id=request.run_id, round_=request.round)
     dp, epsilon_after = None, None
     if config.privacy.enabled:
         try:

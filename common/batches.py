@@ -20,15 +20,14 @@ def gather_inputs(dataset: SceneDataset, candidates: np.ndarray, history: np.nda
     """Inputs for [..., K] candidate items scored against [..., L] history items.
 
     Returns (text [...,C,text_dim], price [...,C], category [...,C], item_mask [...,C],
-    item_ids [...,K], content [...,K]) where C = K + L and the candidates come first;
+    item_ids [...,C], content [...,K]) where C = K + L and the candidates come first (a
+    PAD's id is 0, masked);
     `content` is each candidate's exact TF-IDF cosine to the history. The leading dimensions
     are [B] examples, or [shoppers, examples] for shopper-level training.
     """
     items = np.concatenate([candidates, history], axis=-1)
-    text, price, category, present, _ = history_inputs(dataset, items)
     content = candidate_content(dataset.item_tfidf, history, candidates)
-    return (text, price, category, present, torch.from_numpy(np.ascontiguousarray(candidates)),
-            torch.from_numpy(content))
+    return (*history_inputs(dataset, items), torch.from_numpy(content))
 
 
 def history_inputs(dataset: SceneDataset, history: np.ndarray) -> ModelInputs:

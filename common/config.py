@@ -125,6 +125,18 @@ class ModelConfig(_Strict):
                              "sensitivity is its square root)")
     prior_weight: float = Field(2.0, ge=0.0,
                                 description="weight of the popularity prior's score (fixed)")
+    copurchase: bool = Field(
+        True, description="the head adds the history's affinity in the scene's co-purchase "
+                          "factors, released once under DP (privacy.copurchase_share, shopper "
+                          "unit) and kept in the scene")
+    copurchase_items: int = Field(
+        20, ge=2, description="distinct items one shopper adds to co-purchase counts (L2 "
+                              "sensitivity sqrt(m (m - 1) / 2) over item pairs)")
+    copurchase_rank: int = Field(32, ge=1, le=256,
+                                 description="most co-purchase factors a scene keeps")
+    copurchase_weight: float = Field(
+        4.0, ge=0.0, description="weight of the co-purchase affinity (fixed; it lies in "
+                                 "[-1, 1])")
 
 
 class TrainingConfig(_Strict):
@@ -196,6 +208,10 @@ class PrivacyConfig(_Strict):
         0.5, gt=0.0, lt=1.0, description="of each scene's target epsilon, the share its "
                                           "popularity prior's release spends (the Gaussian "
                                           "mechanism, composed with training)")
+    copurchase_share: float = Field(
+        0.3, gt=0.0, lt=1.0, description="of each scene's target epsilon, the share its "
+                                          "co-purchase release spends (the Gaussian "
+                                          "mechanism, composed with the prior and training)")
     min_units: int = Field(
         50, ge=1, description="with fewer privacy units (of privacy.unit: shoppers by "
                               "default) a scene keeps no popularity prior (with or without "
@@ -204,6 +220,14 @@ class PrivacyConfig(_Strict):
                               "(the noise would swamp the signal): it keeps its model as it "
                               "starts and spends nothing")
     scenes: dict[str, SceneBudget] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _shares_leave_training_room(self) -> PrivacyConfig:
+        if self.prior_share + self.copurchase_share >= 1.0:
+            raise ValueError(f"prior_share {self.prior_share} + copurchase_share "
+                             f"{self.copurchase_share} leave training no budget; keep their "
+                             f"sum below 1")
+        return self
 
     def below_min_units(self, units: int) -> bool:
         """Whether `units` (of the declared unit) are fewer than `min_units`: too few to

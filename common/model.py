@@ -65,21 +65,35 @@ class SharedEncoder(nn.Module):
 
 
 class LocalItemBias(nn.Module):
-    """What a scene knows of its own items by id, never shared: a learned bias per item, and
-    `prior`, the scene's released popularity score per item (a buffer, not trained; zeros
-    until `set_prior`)."""
+    """What a scene knows of its own items by id, never shared: a learned bias per item;
+    `prior`, the scene's released popularity score per item; and `copurchase`, its released
+    co-purchase factors per item (`common/copurchase.py`). Both released parts are buffers,
+    not trained, and zeros until set."""
 
-    def __init__(self, n_items: int) -> None:
+    def __init__(self, n_items: int, copurchase_rank: int) -> None:
         super().__init__()
         self.bias = nn.Embedding(max(n_items, 1), 1)
         nn.init.zeros_(self.bias.weight)
         self.register_buffer("prior", torch.zeros(max(n_items, 1)))
+        self.register_buffer("copurchase", torch.zeros(max(n_items, 1), copurchase_rank))
 
     def forward(self, item_ids: torch.Tensor) -> torch.Tensor:
         return self.bias(item_ids).squeeze(-1)
 
     def set_prior(self, scores: torch.Tensor) -> None:
         self.prior.copy_(scores.to(self.prior.dtype))
+
+    def set_copurchase(self, factors: torch.Tensor) -> None:
+        self.copurchase.copy_(factors.to(self.copurchase.dtype))
+
+    def copurchase_scores(self, item_ids: torch.Tensor, history_ids: torch.Tensor,
+                          history_mask: torch.Tensor) -> torch.Tensor:
+        """[..., K] affinity of each candidate to the history in co-purchase factor space:
+        the candidate's factors against the direction of the history's summed factors, in
+        [-1, 1] (0 for an empty history or no factors)."""
+        history = (self.copurchase[history_ids] * history_mask.unsqueeze(-1)).sum(-2)
+        direction = history / history.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+        return (self.copurchase[item_ids] * direction.unsqueeze(-2)).sum(-1)
 
     @property
     def has_prior(self) -> bool:
@@ -88,12 +102,13 @@ class LocalItemBias(nn.Module):
 
 class SceneHead(nn.Module):
     """Scores each candidate: a learned weight on its public content similarity to the
-    shopper's history, plus `prior_weight` x the scene's popularity prior (released once
-    under DP), plus corrections from [user, item, user * item], plus a local item bias.
+    shopper's history, plus `prior_weight` x the scene's popularity prior and
+    `copurchase_weight` x its co-purchase affinity to the history (both released once under
+    DP), plus corrections from [user, item, user * item], plus a local item bias.
 
     The correction layer and the bias start at zero, so an untrained head ranks by content
-    similarity and recent popularity; training under DP then only has to learn what those
-    cannot say.
+    similarity, recent popularity and what is bought together; training under DP then only
+    has to learn what those cannot say.
     """
 
     def __init__(self, config: ModelConfig, n_items: int) -> None:
@@ -105,15 +120,22 @@ class SceneHead(nn.Module):
         self.out = nn.Linear(config.head_hidden, 1)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
-        self.local_ids = LocalItemBias(n_items) if config.local_item_ids else None
+        self.local_ids = (LocalItemBias(n_items, config.copurchase_rank)
+                          if config.local_item_ids else None)
         # A fixed weight, not trained: under the sampled-softmax objective DP-SGD pulls it
         # below what ranking the season's baskets needs (measured in client/prior.py's
         # notes), so the prior enters at the weight the config gives.
         self.prior_weight = config.prior_weight if (
             self.local_ids is not None and config.popularity_prior) else 0.0
+        self.copurchase_weight = config.copurchase_weight if (
+            self.local_ids is not None and config.copurchase) else 0.0
 
     def forward(self, users: torch.Tensor, candidates: torch.Tensor, item_ids: torch.Tensor,
-                content: torch.Tensor) -> torch.Tensor:
+                content: torch.Tensor, history_ids: torch.Tensor, history_mask: torch.Tensor
+                ) -> torch.Tensor:
+        """Logits [..., K] of candidates (`users` [..., D], `candidates` [..., K, D] and
+        their ids [..., K], `content` [..., K]) for the history's item ids [..., L] where
+        `history_mask` is True."""
         expanded = users.unsqueeze(-2).expand_as(candidates)
         features = torch.cat([expanded, candidates, expanded * candidates], dim=-1)
         logits = self.out(torch.relu(self.hidden(features))).squeeze(-1)
@@ -122,6 +144,9 @@ class SceneHead(nn.Module):
             logits = logits + self.local_ids(item_ids)
         if self.prior_weight:
             logits = logits + self.prior_weight * self.local_ids.prior[item_ids]
+        if self.copurchase_weight:
+            logits = logits + self.copurchase_weight * self.local_ids.copurchase_scores(
+                item_ids, history_ids, history_mask)
         return logits
 
 
@@ -178,11 +203,12 @@ class SceneModel(nn.Module):
     def forward(self, text: torch.Tensor, price: torch.Tensor, category: torch.Tensor,
                 item_mask: torch.Tensor, item_ids: torch.Tensor, content: torch.Tensor
                 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """`batches.gather_inputs`'s tensors: candidates and history, then the candidates'
-        content similarity [..., K] to the history."""
-        n_candidates = item_ids.shape[-1]
+        """`batches.gather_inputs`'s tensors: candidates and history (ids [..., K + L]), then
+        the candidates' content similarity [..., K] to the history."""
+        n_candidates = content.shape[-1]
         users, candidates = self.encoder(text, price, category, item_mask, n_candidates)
-        logits = self.head(users, candidates, item_ids, content)
+        logits = self.head(users, candidates, item_ids[..., :n_candidates], content,
+                           item_ids[..., n_candidates:], item_mask[..., n_candidates:])
         if not self.return_domains or self.disc is None:
             return logits
         vectors = torch.cat([users.unsqueeze(-2), candidates], dim=-2)  # one call: ghost clipping
@@ -208,7 +234,8 @@ class SceneModel(nn.Module):
         users, items = self._encode(history, catalogue)
         batch = users.shape[0]
         return self.head(users, items.unsqueeze(0).expand(batch, -1, -1),
-                         catalogue[4].unsqueeze(0).expand(batch, -1), content)
+                         catalogue[4].unsqueeze(0).expand(batch, -1), content, history[4],
+                         history[3])
 
     def catalogue_similarity(self, history: ModelInputs, catalogue: ModelInputs
                              ) -> torch.Tensor:

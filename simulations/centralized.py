@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from scipy import sparse
 
-from fedscene.client.prior import set_prior
+from fedscene.client.start import set_released_start
 from fedscene.common.config import ExperimentConfig
 from fedscene.common.data import SceneDataset
 from fedscene.common.data.scene import PAD, Window, recent_training
@@ -74,8 +74,9 @@ def run_centralized(config: ExperimentConfig, datasets: list[SceneDataset], seed
                                                config.data.as_of))
     torch.manual_seed(seed)
     model = SceneModel(config.model, pooled.n_items)
-    set_prior(model, pooled, config, None, reproducible_source(seed), run_id="centralized",
-              round_=0)  # no privacy: the exact recent counts of the pooled data
+    # No privacy: the exact recent counts and co-purchases of the pooled data.
+    set_released_start(model, pooled, config, None, reproducible_source(seed),
+                       run_id="centralized", round_=0)
     rounds = []
     final: dict[str, dict[str, np.ndarray]] = {}
     for round_ in range(1, config.federation.rounds + 1):

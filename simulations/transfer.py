@@ -30,8 +30,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from fedscene.client.prior import set_prior
 from fedscene.client.privacy import PrivacyAccount
+from fedscene.client.start import set_released_start
 from fedscene.client.state import SceneState
 from fedscene.common.algorithms import ENCODER, HEAD, LOCAL_IDS
 from fedscene.common.config import ExperimentConfig
@@ -144,8 +144,9 @@ def adapt(config: ExperimentConfig, target: SceneDataset, arm: str, k: Shot, see
                 state, config.privacy)
                 if start is not None and start.target_states is not None
                 else PrivacyAccount(state, config.privacy))
-        set_prior(model, subset, config, account, randomness, run_id=f"transfer-{arm}-k{k}",
-                  round_=len(account.history) + 1 if account else 1)
+        set_released_start(model, subset, config, account, randomness,
+                           run_id=f"transfer-{arm}-k{k}",
+                           round_=len(account.history) + 1 if account else 1)
         if account is not None:
             rate, steps = sample_rate_and_steps(units, config.training.batch_size, epochs)
             plan = account.plan_campaign(unit, units, rate, steps)

@@ -51,8 +51,9 @@ def test_first_round_releases_the_prior_and_training_gets_the_rest(tmp_path, sce
     for round_ in (1, 2):
         train_round(state, scene, RoundRequest(config, "fedavg", round_, "run", 0))
     entries = read_ledger(tmp_path / "ledger.jsonl").entries
-    prior, training = entries[0], entries[1:]
+    prior, copurchase, training = entries[0], entries[1], entries[2:]
     assert prior["algorithm"] == "popularity-prior" and len(training) == 2  # released once
+    assert copurchase["algorithm"] == "copurchase-factors"  # composed too: client.copurchase
     assert (prior["steps"], prior["sample_rate"]) == (1, 1.0)
     assert prior["max_grad_norm"] == pytest.approx(np.sqrt(config.model.popularity_items))
     assert prior["epsilon"] == pytest.approx(2.0, abs=0.05)  # the analytic Gaussian's
@@ -69,7 +70,7 @@ def test_first_round_releases_the_prior_and_training_gets_the_rest(tmp_path, sce
 
 
 def test_without_room_or_with_too_few_shoppers_nothing_is_released(tmp_path, scene):
-    for name, config in (("no room", _config(prior_share=0.999)),
+    for name, config in (("no room", _config(prior_share=0.999, copurchase_share=0.0005)),
                          ("too few", _config(min_units=10_000))):
         account = PrivacyAccount(SceneState(tmp_path / name, "scene0"), config.privacy)
         model = SceneModel(config.model, scene.n_items)
@@ -153,7 +154,7 @@ def test_training_and_prior_read_only_the_recent_window(tmp_path, scene):
         update={"as_of": "2024-12-31"})})
     train_round(SceneState(tmp_path, "scene0"), scene,
                 RoundRequest(config, "fedper", 1, "run", 0))
-    prior, training = read_ledger(tmp_path / "ledger.jsonl").entries
+    prior, copurchase, training = read_ledger(tmp_path / "ledger.jsonl").entries
     window = np.unique(scene.train_user[Window.of(30.0, "2024-12-31").rows(scene)])
     assert 50 <= len(window) < len(np.unique(scene.train_user))
-    assert prior["units"] == training["units"] == len(window)
+    assert prior["units"] == copurchase["units"] == training["units"] == len(window)

@@ -20,10 +20,11 @@ from tests.conftest import synthetic_data
 def _config(rounds=3, **privacy):
     return ExperimentConfig.model_validate({
         "data": json.loads(synthetic_data().model_dump_json()),
-        # No popularity prior: these tests count training's ledger entries (the prior's own
-        # entry and its composition with training are tested in test_prior.py).
+        # No popularity prior nor co-purchase factors: these tests count training's ledger
+        # entries (the releases' own entries and their composition with training are tested
+        # in test_prior.py and test_copurchase.py).
         "model": {"embedding_dim": 8, "hash_buckets": 512, "text_dim": 64, "head_hidden": 8,
-                  "popularity_prior": False},
+                  "popularity_prior": False, "copurchase": False},
         "training": {"batch_size": 16},
         # Scenes of 30-60 shoppers: below the default min_units, which would keep them
         # from training at all (tested in test_task.py).

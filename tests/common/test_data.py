@@ -176,7 +176,8 @@ def test_negatives_deterministic_and_never_positive(small_scene, small_model_con
     rows = [shopper_rows(small_scene)[u] for u in range(10)]
     for slot, own in enumerate(rows):
         user = small_scene.train_user[own[0]]
-        negatives = batch.inputs[4][slot, :, 1:].numpy()
+        candidates = batch.inputs[5].shape[-1]  # ids hold candidates, then history
+        negatives = batch.inputs[4][slot, :, 1:candidates].numpy()
         assert not any((user, int(item)) in train_pos for item in negatives.ravel())
 
 

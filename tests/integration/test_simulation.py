@@ -29,10 +29,11 @@ def _config(rounds: int = 3, arms=("fedper",)) -> ExperimentConfig:
     data = json.loads(synthetic_data(num_scenes=3, users_per_scene=40).model_dump_json())
     return ExperimentConfig.model_validate({
         "data": data | {"scenes": SCENES},
-        # No popularity prior (its release is a ledger entry of its own, tested apart), and
-        # min_units below the scenes' 40 shoppers, so that they train.
+        # No popularity prior nor co-purchase factors (their releases are ledger entries of
+        # their own, tested apart), and min_units below the scenes' 40 shoppers, so that
+        # they train.
         "model": {"embedding_dim": 8, "hash_buckets": 512, "text_dim": 64, "head_hidden": 8,
-                  "popularity_prior": False},
+                  "popularity_prior": False, "copurchase": False},
         "privacy": {"epsilon": 4.0, "min_units": 5},
         "federation": {"rounds": rounds},
         "simulation": {"arms": list(arms), "bootstrap_samples": 100, "object_store_mb": 100}})

@@ -26,10 +26,10 @@ def _config(shift: float, arms: list[str], source: str = "fedavg") -> Experiment
                                      text_signal=0.0).model_dump_json())
     return ExperimentConfig.model_validate({
         "data": data,
-        # No popularity prior: it is each scene's own (never shared), and these cases ask
-        # what the shared model carries.
+        # No popularity prior nor co-purchase factors: they are each scene's own (never
+        # shared), and these cases ask what the shared model carries.
         "model": {"embedding_dim": 16, "hash_buckets": 1024, "text_dim": 64, "head_hidden": 16,
-                  "popularity_prior": False},
+                  "popularity_prior": False, "copurchase": False},
         # The mechanics of transfer, DP tested elsewhere; seeded, so a known answer repeats.
         "privacy": {"enabled": False, "reproducible_noise": True},
         "federation": {"rounds": 3},
