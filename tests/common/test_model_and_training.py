@@ -123,12 +123,14 @@ def test_training_inputs_and_catalogue_scoring_give_the_same_logits(small_scene,
                                                                     small_model_config):
     """What training scores (`gather_inputs` -> forward) and what evaluation scores
     (`catalogue_scores` with `catalogue_content`) agree item for item, content term,
-    corrections and item biases included."""
+    corrections, item biases and the co-purchase affinity to the history included."""
     torch.manual_seed(0)
     model = SceneModel(small_model_config, small_scene.n_items).eval()
     with torch.no_grad():
         for parameter in model.head.parameters():
             parameter.add_(torch.randn_like(parameter) * 0.5)
+        factors = model.head.local_ids.copurchase
+        model.head.local_ids.set_copurchase(torch.randn_like(factors))
     rows = np.arange(6)
     histories = small_scene.test_history[rows]
     candidates = np.random.default_rng(1).integers(0, small_scene.n_items, size=(6, 7))
