@@ -14,8 +14,10 @@ example unit one example's influence on the pairs is unbounded and nothing is re
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
+from fedscene.client.prior import PRIOR
 from fedscene.client.privacy import PrivacyAccount
 from fedscene.common.accounting import gaussian_sigma
 from fedscene.common.config import ExperimentConfig
@@ -40,8 +42,9 @@ def set_copurchase(model: SceneModel, dataset: SceneDataset, config: ExperimentC
                    account: PrivacyAccount | None, randomness: NoiseSource, *, run_id: str,
                    round_: int) -> dict | None:
     """Give `model` its scene's co-purchase factors unless the scene's ledger already holds
-    their release (the model then has them from the scene's state); returns the ledger
-    entry of the release (None when nothing was released under DP).
+    their release (the model then has them from the scene's state) or any training (the
+    release comes before training, which is calibrated for what it leaves); returns the
+    ledger entry of the release (None when nothing was released under DP).
 
     As for the popularity prior, a scene with fewer than `privacy.min_units` shoppers keeps
     none, with or without DP. Without DP (`account` None) the factors come from the exact
@@ -57,11 +60,17 @@ def set_copurchase(model: SceneModel, dataset: SceneDataset, config: ExperimentC
     rows = Window.of(model_config.popularity_days, config.data.as_of).rows(dataset)
     items = model_config.copurchase_items
     if account is None:  # every pair of every shopper counted: nothing is spent
-        counts = bounded_copurchase(dataset, rows, dataset.n_items, randomness.examples)
+        # Every item of every shopper: nothing is drawn, so training's randomness is as
+        # without the factors.
+        counts = bounded_copurchase(dataset, rows, dataset.n_items, np.random.default_rng(0))
         head.local_ids.set_copurchase(torch.from_numpy(
             significant_factors(counts, 0.0, model_config.copurchase_rank)))
         return None
     if account.has_entry(COPURCHASE):
+        return None
+    if any(entry.get("algorithm") != PRIOR for entry in account.entries):
+        # Training ran before (a state from before co-purchase factors existed): its noise
+        # was calibrated without this release, which would now overrun the campaign.
         return None
     sensitivity = pair_sensitivity(items)
     epsilon = config.privacy.copurchase_share * account.target_epsilon()

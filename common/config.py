@@ -221,14 +221,6 @@ class PrivacyConfig(_Strict):
                               "starts and spends nothing")
     scenes: dict[str, SceneBudget] = Field(default_factory=dict)
 
-    @model_validator(mode="after")
-    def _shares_leave_training_room(self) -> PrivacyConfig:
-        if self.prior_share + self.copurchase_share >= 1.0:
-            raise ValueError(f"prior_share {self.prior_share} + copurchase_share "
-                             f"{self.copurchase_share} leave training no budget; keep their "
-                             f"sum below 1")
-        return self
-
     def below_min_units(self, units: int) -> bool:
         """Whether `units` (of the declared unit) are fewer than `min_units`: too few to
         count popularity from, with or without DP (`client.prior`)."""
@@ -403,6 +395,16 @@ class ExperimentConfig(_Strict):
             except ValueError:
                 raise ValueError(f"data.as_of: {self.data.as_of!r} is not an ISO date; give "
                                  f"e.g. \"2011-12-10\"") from None
+        return self
+
+    @model_validator(mode="after")
+    def _releases_leave_training_room(self) -> ExperimentConfig:
+        privacy = self.privacy
+        if (privacy.enabled and self.model.popularity_prior and self.model.copurchase
+                and privacy.prior_share + privacy.copurchase_share >= 1.0):
+            raise ValueError(f"privacy.prior_share {privacy.prior_share} + "
+                             f"privacy.copurchase_share {privacy.copurchase_share} leave "
+                             f"training no budget; keep their sum below 1")
         return self
 
     @model_validator(mode="after")

@@ -139,6 +139,7 @@ def privacy_line(arms: dict[str, ArmResult], config: ExperimentConfig,
     privacy = config.privacy
     if not privacy.enabled:
         return "**Privacy:** off; nothing in this run is differentially private."
+    copurchase = config.model.copurchase and privacy.unit == "shopper"
     per_scene: dict[str, float] = {}
     for v in arms.values():
         for scene, spent in v.privacy.items():
@@ -152,8 +153,10 @@ def privacy_line(arms: dict[str, ArmResult], config: ExperimentConfig,
                       f"{scene} {e:.1f}" for scene, e in per_scene.items()))
     line = (f"**What did it cost in privacy?** {privacy.unit}-level DP: {spent_text} "
             f"in its most-spent arm, of a budget of {privacy.epsilon:g} each (its "
-            f"popularity prior released at {privacy.prior_share:.0%} of it, its co-purchase "
-            f"factors at {privacy.copurchase_share:.0%} and DP-SGD, composed).")
+            f"popularity prior released at {privacy.prior_share:.0%} of it, "
+            + (f"its co-purchase factors at {privacy.copurchase_share:.0%} "
+               if copurchase else "")
+            + "and DP-SGD, composed).")
     if shopper_scenes:
         many = {n: c for n, c in shopper_scenes.items() if int(n) > 1}
         if many:

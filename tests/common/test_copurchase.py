@@ -39,6 +39,10 @@ def test_one_shopper_adds_at_most_the_sensitivity(small_scene):
     np.testing.assert_array_equal(wide - fewer, expected)
     assert len(own) > cap  # so the cap is what bounds this shopper's influence
     assert np.linalg.norm(np.triu(expected, 1)) > pair_sensitivity(cap)
+    # Capped, that shopper alone moves the upper triangle by exactly the sensitivity.
+    alone = with_training_rows(small_scene, np.flatnonzero(small_scene.train_user == heavy))
+    theirs = bounded_copurchase(alone, Window().rows(alone), cap, np.random.default_rng(1))
+    assert np.linalg.norm(np.triu(theirs.toarray(), 1)) == pytest.approx(pair_sensitivity(cap))
 
 
 def _planted(n=120, groups=3, strength=30.0, popular=10.0):
