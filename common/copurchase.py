@@ -34,6 +34,7 @@ from scipy import sparse
 from scipy.sparse.linalg import eigsh
 
 from fedscene.common.data.scene import SceneDataset
+from fedscene.common.popularity import capped_purchases
 
 
 def pair_sensitivity(items_per_shopper: int) -> float:
@@ -46,13 +47,7 @@ def bounded_copurchase(dataset: SceneDataset, rows: np.ndarray, items_per_shoppe
     """Co-purchase counts [n_items, n_items] (symmetric, zero diagonal) of the training
     `rows`, each shopper counting at most `items_per_shopper` of their distinct items,
     drawn with `rng`: their sensitivity is `pair_sensitivity(items_per_shopper)`."""
-    pairs = np.unique(np.stack([dataset.train_user[rows], dataset.train_item[rows]], 1),
-                      axis=0)
-    pairs = pairs[rng.permutation(len(pairs))]
-    pairs = pairs[np.argsort(pairs[:, 0], kind="stable")]  # each shopper's, in random order
-    starts = np.r_[0, np.flatnonzero(np.diff(pairs[:, 0])) + 1] if len(pairs) else np.r_[0]
-    rank = np.arange(len(pairs)) - np.repeat(starts, np.diff(np.r_[starts, len(pairs)]))
-    kept = pairs[rank < items_per_shopper]
+    kept = capped_purchases(dataset, rows, items_per_shopper, rng)
     shoppers = np.unique(kept[:, 0], return_inverse=True)[1]
     bought = sparse.csr_matrix((np.ones(len(kept)), (shoppers, kept[:, 1])),
                                shape=(int(shoppers.max(initial=-1)) + 1, dataset.n_items))

@@ -46,7 +46,16 @@ def bounded_counts(dataset: SceneDataset, unit: str, window: Window, items_per_s
     that influence's L2 bound (the sensitivity). `rng` chooses a shopper's items."""
     if unit != "shopper":
         return exact_counts(dataset, window), 1.0
-    rows = window.rows(dataset)
+    kept = capped_purchases(dataset, window.rows(dataset), items_per_shopper, rng)[:, 1]
+    return (np.bincount(kept, minlength=dataset.n_items).astype(float),
+            float(np.sqrt(items_per_shopper)))
+
+
+def capped_purchases(dataset: SceneDataset, rows: np.ndarray, items_per_shopper: int,
+                     rng: np.random.Generator) -> np.ndarray:
+    """The distinct (shopper, item) pairs [k, 2] of the training `rows`, at most
+    `items_per_shopper` of each shopper's, drawn with `rng` independently of the others':
+    what bounds one shopper's influence on popularity and co-purchase counts alike."""
     pairs = np.unique(np.stack([dataset.train_user[rows], dataset.train_item[rows]], 1),
                       axis=0)
     pairs = pairs[rng.permutation(len(pairs))]
@@ -54,9 +63,7 @@ def bounded_counts(dataset: SceneDataset, unit: str, window: Window, items_per_s
     pairs = pairs[order]
     starts = np.r_[0, np.flatnonzero(np.diff(pairs[:, 0])) + 1] if len(pairs) else np.r_[0]
     rank = np.arange(len(pairs)) - np.repeat(starts, np.diff(np.r_[starts, len(pairs)]))
-    kept = pairs[rank < items_per_shopper, 1]
-    return (np.bincount(kept, minlength=dataset.n_items).astype(float),
-            float(np.sqrt(items_per_shopper)))
+    return pairs[rank < items_per_shopper]
 
 
 def release_counts(counts: np.ndarray, sensitivity: float, unit: str, epsilon: float,
