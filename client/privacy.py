@@ -36,6 +36,7 @@ from fedscene.common.accounting import (
 )
 from fedscene.common.config import PrivacyConfig
 from fedscene.common.errors import FedsceneError
+from fedscene.common.features import PUBLIC_INPUTS
 from fedscene.common.ledger import (
     LEDGER_FILE,
     RELEASE,
@@ -294,7 +295,8 @@ class PrivacyAccount:
         """Append a mechanism entry: what ran (`fields`) and what every mechanism entry
         records: the mechanism's numbers, the unit, the composition's epsilon (computed
         unless the caller passes `spent`) and RDP epsilon at `delta`, what that guarantees
-        a purchase and a shopper, and when."""
+        a purchase and a shopper, what was read as public (`features.PUBLIC_INPUTS`), and
+        when."""
         composed = self.history + [mechanism]
         if spent is None:
             spent = epsilon(composed, delta, self.privacy.accountant)
@@ -306,7 +308,8 @@ class PrivacyAccount:
             "neighbouring": unit.neighbouring, "group_sizes": groups, "delta": delta,
             "accountant": self.privacy.accountant, "accountant_versions": accountant_versions(),
             "epsilon": spent, "epsilon_rdp": epsilon(composed, delta, "rdp"),
-            "guarantee": meaning(spent, delta, groups), "time": time.time()} | fields)
+            "guarantee": meaning(spent, delta, groups), "public": PUBLIC_INPUTS,
+            "time": time.time()} | fields)
 
     def record_without_dp(self, report: TrainReport, *, run_id: str, round_: int,
                           algorithm: str, extra: dict[str, Any]) -> dict[str, Any]:

@@ -21,6 +21,16 @@ from scipy import sparse
 
 from fedscene.common.config import ModelConfig
 
+# What every ledger entry declares public: read without DP, at no cost, and why.
+PUBLIC_INPUTS = (
+    "treated as public, read without DP at no cost: the scene's catalogue (item titles as "
+    "TF-IDF fitted on the catalogue and projected with a published seed, price and "
+    "category buckets, item ids) and the windows' end date (data.as_of); no interaction "
+    "enters these features. One exception, declared: a catalogue built from the data is "
+    "the set of items the scene's shoppers bought, so a shopper who alone bought an item "
+    "changes it (README, known limits); a live platform's catalogue is its product "
+    "listing")
+
 _WORD = re.compile(r"[a-z0-9]+")
 PRICE_LOW, PRICE_HIGH = 0.1, 1000.0
 

@@ -58,6 +58,9 @@ def test_first_round_releases_the_prior_and_training_gets_the_rest(tmp_path, sce
     assert prior["max_grad_norm"] == pytest.approx(np.sqrt(config.model.popularity_items))
     assert prior["epsilon"] == pytest.approx(2.0, abs=0.05)  # the analytic Gaussian's
     assert prior["noise_source"] == secret_source().description
+    # Every mechanism entry says what was read as public, and why that costs nothing.
+    assert all("catalogue" in e["public"] and "known limits" in e["public"]
+               for e in entries)
     # Calibration counted it: the campaign reaches the budget, not budget + prior.
     assert training[-1]["epsilon"] == pytest.approx(8.0, abs=0.05)
     result = audit_ledger(tmp_path / "ledger.jsonl")
