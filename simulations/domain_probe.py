@@ -16,9 +16,10 @@ import numpy as np
 import torch
 
 from fedscene.common.algorithms import ENCODER
-from fedscene.common.batches import gather_inputs
+from fedscene.common.batches import history_inputs
 from fedscene.common.config import ExperimentConfig
 from fedscene.common.data import SceneDataset
+from fedscene.common.data.scene import PAD
 from fedscene.common.model import SceneModel
 
 MAX_PER_SCENE = 300
@@ -28,12 +29,12 @@ def _vectors(model: SceneModel, dataset: SceneDataset) -> dict[str, np.ndarray]:
     """The encoder's user vectors (one per test example) and item vectors (catalogue)."""
     items = np.arange(dataset.n_items)[:, None]
     candidates = np.zeros((len(dataset.test_history), 1), dtype=np.int64)
-    with torch.no_grad():
-        users, _ = model.encoder(*gather_inputs(dataset, candidates, dataset.test_history)[:4],
-                                 n_candidates=1)
-        no_history = np.full((len(items), 1), -1, dtype=np.int64)
-        _, catalogue = model.encoder(*gather_inputs(dataset, items, no_history)[:4],
-                                     n_candidates=1)
+    no_history = np.full((len(items), 1), PAD, dtype=np.int64)
+    with torch.no_grad():  # the encoder alone: no content scores, no head
+        with_history = np.concatenate([candidates, dataset.test_history], axis=1)
+        users, _ = model.encoder(*history_inputs(dataset, with_history)[:4], n_candidates=1)
+        alone = np.concatenate([items, no_history], axis=1)
+        _, catalogue = model.encoder(*history_inputs(dataset, alone)[:4], n_candidates=1)
     return {"users": users.numpy(), "items": catalogue[:, 0].numpy()}
 
 
