@@ -19,7 +19,6 @@ import torch
 
 from fedscene.client.prior import PRIOR
 from fedscene.client.privacy import PrivacyAccount
-from fedscene.common.accounting import gaussian_sigma
 from fedscene.common.config import ExperimentConfig
 from fedscene.common.copurchase import (
     bounded_copurchase,
@@ -54,7 +53,7 @@ def set_copurchase(model: SceneModel, dataset: SceneDataset, config: ExperimentC
     head, model_config = model.head, config.model
     unit = declared_unit(config.privacy)
     units = unit.count(dataset)
-    if (not head.copurchase_weight or dataset.n_train == 0 or unit.name != "shopper"
+    if (not head.copurchase_weight or dataset.n_train == 0 or not config.counts_copurchase()
             or config.privacy.below_min_units(units)):
         return None
     rows = Window.of(model_config.popularity_days, config.data.as_of).rows(dataset)
@@ -66,17 +65,15 @@ def set_copurchase(model: SceneModel, dataset: SceneDataset, config: ExperimentC
         head.local_ids.set_copurchase(torch.from_numpy(
             significant_factors(counts, 0.0, model_config.copurchase_rank)))
         return None
-    if account.has_entry(COPURCHASE):
-        return None
-    if any(entry.get("algorithm") != PRIOR for entry in account.entries):
+    if any(entry.get("algorithm") not in (PRIOR, COPURCHASE) for entry in account.entries):
         # Training ran before (a state from before co-purchase factors existed): its noise
         # was calibrated without this release, which would now overrun the campaign.
         return None
-    sensitivity = pair_sensitivity(items)
-    epsilon = config.privacy.copurchase_share * account.target_epsilon()
-    noise_multiplier = gaussian_sigma(epsilon, account.delta_for(units), 1.0)
-    if not account.room_for((noise_multiplier, 1.0, 1), units):
+    release = account.one_time_release(COPURCHASE, config.privacy.copurchase_share, units)
+    if release is None:
         return None
+    _, noise_multiplier = release
+    sensitivity = pair_sensitivity(items)
     sigma = noise_multiplier * sensitivity
     counts = bounded_copurchase(dataset, rows, items, randomness.examples)
     released = noisy_copurchase(counts, sigma, randomness.examples)

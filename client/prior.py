@@ -19,7 +19,6 @@ from __future__ import annotations
 import torch
 
 from fedscene.client.privacy import PrivacyAccount
-from fedscene.common.accounting import gaussian_sigma
 from fedscene.common.config import ExperimentConfig
 from fedscene.common.data import SceneDataset
 from fedscene.common.data.scene import Window
@@ -62,14 +61,10 @@ def set_prior(model: SceneModel, dataset: SceneDataset, config: ExperimentConfig
         counts = exact_counts(dataset, window)
         head.local_ids.set_prior(torch.from_numpy(prior_scores(counts)))
         return None
-    # The ledger, not the model's buffer, says whether the counts were released: a prior
-    # that standardises to zeros (equal counts) must not be released again each round.
-    if account.has_entry(PRIOR):
+    release = account.one_time_release(PRIOR, config.privacy.prior_share, units)
+    if release is None:
         return None
-    prior_epsilon = config.privacy.prior_share * account.target_epsilon()
-    noise_multiplier = gaussian_sigma(prior_epsilon, account.delta_for(units), 1.0)
-    if not account.room_for((noise_multiplier, 1.0, 1), units):
-        return None
+    prior_epsilon, _ = release
     counts, sensitivity = bounded_counts(dataset, unit.name, window,
                                          model_config.popularity_items, randomness.examples)
     released = release_counts(counts, sensitivity, unit.name, prior_epsilon,

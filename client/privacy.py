@@ -33,6 +33,7 @@ from fedscene.common.accounting import (
     calibrate_noise,
     calibrate_noise_after,
     epsilon,
+    gaussian_sigma,
 )
 from fedscene.common.config import PrivacyConfig
 from fedscene.common.errors import FedsceneError
@@ -257,6 +258,20 @@ class PrivacyAccount:
         after = epsilon(self.history + [mechanism], self.delta_for(units),
                         self.privacy.accountant)
         return after < self.target_epsilon() - SPENT_MARGIN
+
+    def one_time_release(self, algorithm: str, share: float, units: int
+                         ) -> tuple[float, float] | None:
+        """(epsilon, noise multiplier at sensitivity 1) of a Gaussian release `algorithm`
+        made once per scene at `share` of the target epsilon; None when the ledger already
+        holds it (the ledger, not a model buffer, says so: a release that came out all
+        zeros must not be made again each round) or it would leave training no room."""
+        if self.has_entry(algorithm):
+            return None
+        release_epsilon = share * self.target_epsilon()
+        noise_multiplier = gaussian_sigma(release_epsilon, self.delta_for(units), 1.0)
+        if not self.room_for((noise_multiplier, 1.0, 1), units):
+            return None
+        return release_epsilon, noise_multiplier
 
     def has_entry(self, algorithm: str) -> bool:
         """Whether the ledger holds an entry of `algorithm` (e.g. a release made once)."""

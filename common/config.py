@@ -400,7 +400,7 @@ class ExperimentConfig(_Strict):
     @model_validator(mode="after")
     def _releases_leave_training_room(self) -> ExperimentConfig:
         privacy = self.privacy
-        if (privacy.enabled and self.model.popularity_prior and self.model.copurchase
+        if (privacy.enabled and self.model.popularity_prior and self.counts_copurchase()
                 and privacy.prior_share + privacy.copurchase_share >= 1.0):
             raise ValueError(f"privacy.prior_share {privacy.prior_share} + "
                              f"privacy.copurchase_share {privacy.copurchase_share} leave "
@@ -465,6 +465,12 @@ class ExperimentConfig(_Strict):
                               f"({', '.join(self.data.scenes) or 'empty'}); list every "
                               f"federating scene there so each has a domain")
         return self.data.scenes.index(scene)
+
+    def counts_copurchase(self) -> bool:
+        """Whether scenes count co-purchases: `model.copurchase` under the shopper unit (a
+        purchase pairs with all its shopper's items, so under the example unit one unit's
+        influence on the pairs is unbounded)."""
+        return self.model.copurchase and self.privacy.unit == "shopper"
 
     def aligned(self, algorithm: str) -> bool:
         """Alignment needs a shared encoder: it applies to algorithms that share one."""

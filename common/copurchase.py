@@ -86,7 +86,7 @@ def significant_factors(matrix: np.ndarray | sparse.spmatrix, sigma: float, rank
     if wanted < 1 or (sparse.issparse(matrix) and matrix.nnz == 0):
         return factors
     start = np.full(n, 1.0 / np.sqrt(n))  # a fixed start: the same release, the same factors
-    values, vectors = eigsh(matrix.astype(np.float64), k=wanted, which="LA", v0=start)
+    values, vectors = eigsh(matrix.astype(np.float64, copy=False), k=wanted, which="LA", v0=start)
     order = np.argsort(-values)
     values, vectors = values[order], vectors[:, order]
     keep = values > noise_edge(sigma, n)

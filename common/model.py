@@ -99,6 +99,11 @@ class LocalItemBias(nn.Module):
     def has_prior(self) -> bool:
         return bool(self.prior.abs().sum() > 0)
 
+    @property
+    def has_copurchase(self) -> bool:
+        """Whether any factor was kept (often none: the term is then 0 and skipped)."""
+        return bool(self.copurchase.any())
+
 
 class SceneHead(nn.Module):
     """Scores each candidate: a learned weight on its public content similarity to the
@@ -144,7 +149,7 @@ class SceneHead(nn.Module):
             logits = logits + self.local_ids(item_ids)
         if self.prior_weight:
             logits = logits + self.prior_weight * self.local_ids.prior[item_ids]
-        if self.copurchase_weight:
+        if self.copurchase_weight and self.local_ids.has_copurchase:
             logits = logits + self.copurchase_weight * self.local_ids.copurchase_scores(
                 item_ids, history_ids, history_mask)
         return logits

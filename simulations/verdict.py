@@ -139,7 +139,6 @@ def privacy_line(arms: dict[str, ArmResult], config: ExperimentConfig,
     privacy = config.privacy
     if not privacy.enabled:
         return "**Privacy:** off; nothing in this run is differentially private."
-    copurchase = config.model.copurchase and privacy.unit == "shopper"
     per_scene: dict[str, float] = {}
     for v in arms.values():
         for scene, spent in v.privacy.items():
@@ -155,7 +154,7 @@ def privacy_line(arms: dict[str, ArmResult], config: ExperimentConfig,
             f"in its most-spent arm, of a budget of {privacy.epsilon:g} each (its "
             f"popularity prior released at {privacy.prior_share:.0%} of it, "
             + (f"its co-purchase factors at {privacy.copurchase_share:.0%} "
-               if copurchase else "")
+               if config.counts_copurchase() else "")
             + "and DP-SGD, composed).")
     if shopper_scenes:
         many = {n: c for n, c in shopper_scenes.items() if int(n) > 1}
