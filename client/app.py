@@ -13,8 +13,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from fedscene.client.state import SceneState
@@ -31,13 +32,18 @@ from fedscene.common.data import resolve_scenes
 from fedscene.common.errors import FedsceneError
 from fedscene.common.layout import scene_directory
 from fedscene.common.ledger import read_ledger
+from fedscene.common.popularity import PooledCounts
 from fedscene.common.protocol import (
     ALGORITHM,
     ARRAYS,
     CONFIG_JSON,
     CONFIG_RECORD,
+    COUNTS,
+    ITEM_KEYS,
     LEDGER_HEAD,
     METRICS,
+    POOLED,
+    POPULARITY,
     RUN_ID,
     SEED,
     SERVER_ROUND,
@@ -92,14 +98,19 @@ def _resolve(message: Message, context: Context) -> tuple[RoundRequest, SceneSta
     shared = {}
     if ARRAYS in message.content:
         shared = message.content[ARRAYS].to_torch_state_dict()
+    pooled = None
+    if POOLED in message.content.array_records:
+        record = message.content[POOLED]
+        pooled = PooledCounts(record[ITEM_KEYS].numpy(), record[COUNTS].numpy())
     request = RoundRequest(config=config, algorithm=str(settings[ALGORITHM]),
                            round=int(settings[SERVER_ROUND]), run_id=str(settings[RUN_ID]),
-                           seed=int(settings[SEED]), shared=shared)
+                           seed=int(settings[SEED]), shared=shared, pooled=pooled)
     return request, SceneState(directory, scene)
 
 
 def _reply(message: Message, state: SceneState, metrics: dict[str, float], status: str,
-           arrays: dict[str, torch.Tensor] | None = None) -> Message:
+           arrays: dict[str, torch.Tensor] | None = None,
+           popularity: tuple[np.ndarray, np.ndarray] | None = None) -> Message:
     """The reply: its metrics, the scene, its status and the hash of the scene's latest
     ledger entry (read after everything the message ledgered), which the coordinator
     records so that a ledger rewritten later is caught (`fedscene audit --coordinator`)."""
@@ -108,6 +119,9 @@ def _reply(message: Message, state: SceneState, metrics: dict[str, float], statu
     content = RecordDict({METRICS: MetricRecord(metrics), STATUS: record})
     if arrays is not None:
         content[ARRAYS] = ArrayRecord(arrays)
+    if popularity is not None:
+        keys, counts = popularity
+        content[POPULARITY] = ArrayRecord({ITEM_KEYS: Array(keys), COUNTS: Array(counts)})
     return Message(content=content, reply_to=message)
 
 
@@ -169,7 +183,7 @@ def train(message: Message, context: Context) -> Message:
                "train-s": time.time() - loaded,
                "process-trainings": float(_trainings_in_process)}
     metrics = released_metrics(state, request, outcome.metrics | timings, dataset.n_train)
-    return _reply(message, state, metrics, outcome.status, outcome.shared)
+    return _reply(message, state, metrics, outcome.status, outcome.shared, outcome.popularity)
 
 
 @app.evaluate()

@@ -1,9 +1,11 @@
 """One scene's round, independent of Flower: restore, train or evaluate, save, report.
 
 What leaves the scene is only what `shared_prefixes(algorithm, aligned)` names, noised by
-DP-SGD under the scene's privacy account. Loss, timings, metrics and dataset size leave
-only when the config opts in (`federation.release_metrics`, `federation.send_num_examples`),
-and then each release is ledgered as without DP (`release`). The head, the ledger and
+DP-SGD under the scene's privacy account, and, under an algorithm that pools popularity,
+the prior counts the scene already released (`client.pooled`). Loss, timings, metrics and
+dataset size leave only when the config opts in (`federation.release_metrics`,
+`federation.send_num_examples`), and then each release is ledgered as without DP
+(`release`). The head, the ledger and
 per-user results stay in the state directory.
 """
 
@@ -16,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from fedscene.client.pooled import popularity_part, set_pooled_prior
 from fedscene.client.privacy import BudgetSpent, PrivacyAccount
 from fedscene.client.start import set_released_start
 from fedscene.client.state import SceneState, params_digest
@@ -28,6 +31,7 @@ from fedscene.common.errors import FedsceneError
 from fedscene.common.evaluation import evaluate_users, model_scorer
 from fedscene.common.metrics import METRICS, summarize
 from fedscene.common.model import SceneModel, build_model, is_shared, split_state
+from fedscene.common.popularity import PooledCounts
 from fedscene.common.privacy_units import unit_of
 from fedscene.common.protocol import BUDGET_EXHAUSTED, NUM_EXAMPLES, TOO_FEW_UNITS, TRAINED
 from fedscene.common.randomness import noise_source
@@ -68,6 +72,7 @@ class RoundRequest:
     run_id: str
     seed: int = 0
     shared: dict[str, torch.Tensor] = field(default_factory=dict)
+    pooled: PooledCounts | None = None  # the federation's pooled popularity, if sent
 
 
 @dataclass
@@ -78,6 +83,7 @@ class TrainOutcome:
     status: str  # TRAINED or BUDGET_EXHAUSTED
     shared: dict[str, torch.Tensor]
     metrics: dict[str, float]
+    popularity: tuple[np.ndarray, np.ndarray] | None = None  # sent to be pooled, if any
 
 
 def alignment_of(config: ExperimentConfig, algorithm: str, scene: str) -> Alignment | None:
@@ -164,6 +170,7 @@ def train_round(state: SceneState, dataset: SceneDataset, request: RoundRequest,
         set_released_start(model, dataset, config,
                            account if config.privacy.enabled else None, randomness,
                            run_id=request.run_id, round_=request.round)
+    set_pooled_prior(model, dataset, request.pooled)
     dp, epsilon_after = None, None
     if config.privacy.enabled:
         try:
@@ -209,7 +216,9 @@ def train_round(state: SceneState, dataset: SceneDataset, request: RoundRequest,
                              "algorithm": algorithm, "ledger_head": entry["hash"]})
     metrics = {"train-loss": float(np.mean(losses)), "steps": float(total),
                "epsilon": float(entry["epsilon"])}
-    return TrainOutcome(TRAINED, shared, metrics)
+    pooling = algorithm_named(algorithm).pools_popularity
+    return TrainOutcome(TRAINED, shared, metrics,
+                        popularity_part(model, dataset) if pooling else None)
 
 
 def released_metrics(state: SceneState, request: RoundRequest, metrics: dict[str, float],
@@ -231,6 +240,7 @@ def evaluate_round(state: SceneState, dataset: SceneDataset, request: RoundReque
                    ) -> dict[str, float]:
     """Metrics of the current model (saved local part + received shared part)."""
     model = restore_model(state, dataset, request)
+    set_pooled_prior(model, dataset, request.pooled)
     per_user = evaluate_users(dataset, model_scorer(model))
     summary = summarize({m: per_user[m] for m in METRICS},
                         request.config.simulation.bootstrap_samples, request.seed)

@@ -52,6 +52,13 @@ class Algorithm:
     def alignable(self) -> bool:
         return bool(self.shares)
 
+    @property
+    def pools_popularity(self) -> bool:
+        """Whether scenes also send their released popularity counts, to be pooled over
+        the federation for the scenes too small to count their own (`client.pooled`):
+        every algorithm that shares parameters."""
+        return bool(self.shares)
+
     def shared_prefixes(self, aligned: bool = False) -> tuple[str, ...]:
         """What goes to the server: the shared groups, plus the discriminator if aligned."""
         if not self.shares:

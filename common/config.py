@@ -125,6 +125,11 @@ class ModelConfig(_Strict):
                              "sensitivity is its square root)")
     prior_weight: float = Field(2.0, ge=0.0,
                                 description="weight of the popularity prior's score (fixed)")
+    pooled_prior_weight: float = Field(
+        0.5, ge=0.0, description="weight of the federation's pooled popularity in a scene "
+                                 "with no prior of its own (too few shoppers): the released "
+                                 "priors of the other scenes, summed by item (fixed; 0: "
+                                 "none)")
     copurchase: bool = Field(
         True, description="the head adds the history's affinity in the scene's co-purchase "
                           "factors, released once under DP (privacy.copurchase_share, shopper "

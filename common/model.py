@@ -17,12 +17,14 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+import numpy as np
 import torch
 from torch import nn
 
 from fedscene.common.algorithms import LOCAL_IDS
 from fedscene.common.batches import ModelInputs
 from fedscene.common.config import ExperimentConfig, ModelConfig
+from fedscene.common.popularity import prior_scores
 
 
 class SharedEncoder(nn.Module):
@@ -65,23 +67,36 @@ class SharedEncoder(nn.Module):
 
 
 class LocalItemBias(nn.Module):
-    """What a scene knows of its own items by id, never shared: a learned bias per item;
-    `prior`, the scene's released popularity score per item; and `copurchase`, its released
-    co-purchase factors per item (`common/copurchase.py`). Both released parts are buffers,
-    not trained, and zeros until set."""
+    """What a scene knows of its own items by id: a learned bias per item; `prior_counts`,
+    the scene's released popularity counts per item, and `prior`, their score; and
+    `copurchase`, its released co-purchase factors per item (`common/copurchase.py`). The
+    released parts are buffers, not trained, zeros until set, and never in the shared
+    parameters (a federated arm sends the released counts beside them, to be pooled).
+
+    `pooled` is the score of the federation's pooled counts (`PooledCounts`) for a scene
+    that has no prior of its own. It arrives with each message and is not saved
+    (a non-persistent buffer)."""
 
     def __init__(self, n_items: int, copurchase_rank: int) -> None:
         super().__init__()
         self.bias = nn.Embedding(max(n_items, 1), 1)
         nn.init.zeros_(self.bias.weight)
+        self.register_buffer("prior_counts", torch.zeros(max(n_items, 1), dtype=torch.float64))
         self.register_buffer("prior", torch.zeros(max(n_items, 1)))
         self.register_buffer("copurchase", torch.zeros(max(n_items, 1), copurchase_rank))
+        self.register_buffer("pooled", torch.zeros(max(n_items, 1)), persistent=False)
 
     def forward(self, item_ids: torch.Tensor) -> torch.Tensor:
         return self.bias(item_ids).squeeze(-1)
 
-    def set_prior(self, scores: torch.Tensor) -> None:
-        self.prior.copy_(scores.to(self.prior.dtype))
+    def set_prior(self, counts: np.ndarray) -> None:
+        """The scene's popularity counts [n_items] (released under DP, or exact without)."""
+        self.prior_counts.copy_(torch.from_numpy(np.asarray(counts, dtype=np.float64)))
+        self.prior.copy_(torch.from_numpy(prior_scores(counts)))
+
+    def set_pooled(self, counts: np.ndarray) -> None:
+        """The federation's pooled counts of the scene's items [n_items]."""
+        self.pooled.copy_(torch.from_numpy(prior_scores(counts)))
 
     def set_copurchase(self, factors: torch.Tensor) -> None:
         self.copurchase.copy_(factors.to(self.copurchase.dtype))
@@ -100,6 +115,10 @@ class LocalItemBias(nn.Module):
         return bool(self.prior.abs().sum() > 0)
 
     @property
+    def has_pooled(self) -> bool:
+        return bool(self.pooled.any())
+
+    @property
     def has_copurchase(self) -> bool:
         """Whether any factor was kept (often none: the term is then 0 and skipped)."""
         return bool(self.copurchase.any())
@@ -107,7 +126,8 @@ class LocalItemBias(nn.Module):
 
 class SceneHead(nn.Module):
     """Scores each candidate: a learned weight on its public content similarity to the
-    shopper's history, plus `prior_weight` x the scene's popularity prior and
+    shopper's history, plus `prior_weight` x the scene's popularity prior (or, for a scene
+    without one, `pooled_weight` x the federation's pooled popularity) and
     `copurchase_weight` x its co-purchase affinity to the history (both released once under
     DP), plus corrections from [user, item, user * item], plus a local item bias.
 
@@ -132,6 +152,7 @@ class SceneHead(nn.Module):
         # notes), so the prior enters at the weight the config gives.
         self.prior_weight = config.prior_weight if (
             self.local_ids is not None and config.popularity_prior) else 0.0
+        self.pooled_weight = config.pooled_prior_weight if self.prior_weight else 0.0
         self.copurchase_weight = config.copurchase_weight if (
             self.local_ids is not None and config.copurchase) else 0.0
 
@@ -149,6 +170,8 @@ class SceneHead(nn.Module):
             logits = logits + self.local_ids(item_ids)
         if self.prior_weight:
             logits = logits + self.prior_weight * self.local_ids.prior[item_ids]
+        if self.pooled_weight and self.local_ids.has_pooled:
+            logits = logits + self.pooled_weight * self.local_ids.pooled[item_ids]
         if self.copurchase_weight and self.local_ids.has_copurchase:
             logits = logits + self.copurchase_weight * self.local_ids.copurchase_scores(
                 item_ids, history_ids, history_mask)

@@ -13,6 +13,7 @@ example adds 1 to its item (L2 sensitivity 1).
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,6 +32,16 @@ class DPCounts:
     sensitivity: float
     sigma: float
     unit: str
+
+    @property
+    def items_above_noise(self) -> int:
+        """How many items' released counts exceed sigma sqrt(2 ln n), about the largest
+        value the noise alone reaches over n items: the items the release can tell apart
+        from chance. Reads only the release (post-processing)."""
+        n = len(self.counts)
+        if n < 2 or self.sigma == 0:
+            return n
+        return int(np.count_nonzero(self.counts > self.sigma * np.sqrt(2.0 * np.log(n))))
 
 
 def exact_counts(dataset: SceneDataset, window: Window) -> np.ndarray:
@@ -86,3 +97,40 @@ def prior_scores(counts: np.ndarray) -> np.ndarray:
     if spread == 0:
         return np.zeros(len(values), dtype=np.float32)
     return ((values - values.mean()) / spread).astype(np.float32)
+
+
+def item_key_hashes(item_keys: np.ndarray) -> np.ndarray:
+    """A stable int64 per item key (the source's item id, e.g. a stock code), so that scenes
+    can name their items to the coordinator in numeric arrays and it can join them. Not a
+    secret: anyone holding a key can hash it."""
+    return np.array([int.from_bytes(hashlib.blake2b(str(key).encode(), digest_size=8).digest(),
+                                    "little", signed=True) for key in item_keys],
+                    dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class PooledCounts:
+    """Popularity counts summed over the scenes of a federation, by hashed item key
+    (`item_key_hashes`): `keys` [k] unique, `counts` [k]. Each scene's part is its released
+    prior counts, so the pool is post-processing of releases already ledgered."""
+
+    keys: np.ndarray
+    counts: np.ndarray
+
+    @classmethod
+    def of(cls, parts: list[tuple[np.ndarray, np.ndarray]]) -> PooledCounts:
+        """The sum of scenes' (keys, counts), each key counted once per scene."""
+        if not parts:
+            return cls(np.empty(0, np.int64), np.empty(0))
+        keys = np.concatenate([k for k, _ in parts]).astype(np.int64)
+        counts = np.concatenate([c for _, c in parts]).astype(np.float64)
+        unique, where = np.unique(keys, return_inverse=True)
+        return cls(unique, np.bincount(where, weights=counts, minlength=len(unique)))
+
+    def on_catalogue(self, item_keys: np.ndarray) -> np.ndarray:
+        """The pooled count of each of a scene's items [n_items] (0 where no scene counted
+        it)."""
+        hashes = item_key_hashes(item_keys)
+        where = np.searchsorted(self.keys, hashes).clip(max=max(len(self.keys) - 1, 0))
+        found = (self.keys[where] == hashes) if len(self.keys) else np.zeros(len(hashes), bool)
+        return np.where(found, self.counts[where] if len(self.keys) else 0.0, 0.0)

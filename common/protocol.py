@@ -17,3 +17,7 @@ TRAINED = "trained"
 BUDGET_EXHAUSTED = "budget-exhausted"
 TOO_FEW_UNITS = "too-few-units"  # under DP, fewer than privacy.min_units: keeps its start
 
+POPULARITY = "popularity"  # in a train reply: the scene's released prior counts by item
+POOLED = "pooled-popularity"  # to a scene: the sum of the scenes' POPULARITY by item
+ITEM_KEYS = "keys"  # in both: hashed item keys (int64)
+COUNTS = "counts"  # in both: counts (float64), one per key

@@ -10,7 +10,9 @@ Differences from Flower's FedAvg, which it extends:
   instead of failing the round; failures are recorded with round, node and scene;
 - the average is applied as a server step on the delta, `w += lr * v` with
   `v = momentum * v + (mean - w)` (plain FedAvg at lr 1, momentum 0; Reptile-style
-  meta-update otherwise).
+  meta-update otherwise);
+- the scenes' released popularity counts, sent beside the parameters of accepted replies,
+  are summed by item and sent to every scene (`client.pooled`).
 """
 
 from __future__ import annotations
@@ -36,13 +38,18 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
 from fedscene.common.errors import ConfigError
+from fedscene.common.popularity import PooledCounts
 from fedscene.common.protocol import (
     ARRAYS,
     BUDGET_EXHAUSTED,
     CONFIG_RECORD,
+    COUNTS,
+    ITEM_KEYS,
     LEDGER_HEAD,
     METRICS,
     NUM_EXAMPLES,
+    POOLED,
+    POPULARITY,
     SERVER_ROUND,
     STATUS,
     TOO_FEW_UNITS,
@@ -88,6 +95,25 @@ def reply_update(content: RecordDict, expected: dict[str, np.ndarray], weighted:
     return decoded
 
 
+def reply_popularity(content: RecordDict) -> tuple[np.ndarray, np.ndarray] | None:
+    """The scene's released popularity counts by hashed item key, if the reply carries
+    them; `RejectedReply` when they cannot be pooled (shapes, types, repeated keys,
+    non-finite counts)."""
+    if POPULARITY not in content.array_records:
+        return None
+    record = content[POPULARITY]
+    if set(record.keys()) != {ITEM_KEYS, COUNTS}:
+        raise RejectedReply(f"the popularity record holds {sorted(record.keys())}, expected "
+                            f"{sorted([ITEM_KEYS, COUNTS])}")
+    keys, counts = record[ITEM_KEYS].numpy(), record[COUNTS].numpy()
+    if keys.ndim != 1 or keys.dtype != np.int64 or counts.shape != keys.shape:
+        raise RejectedReply(f"popularity keys {keys.dtype}{keys.shape} and counts "
+                            f"{counts.dtype}{counts.shape} must be int64 and of one length")
+    if len(np.unique(keys)) != len(keys) or not np.isfinite(counts).all():
+        raise RejectedReply("popularity keys repeat or counts are not finite")
+    return keys, counts.astype(np.float64)
+
+
 class SceneStrategy(FedAvg):
     """FedAvg over the shared parameter group of N scene nodes."""
 
@@ -128,6 +154,8 @@ class SceneStrategy(FedAvg):
         self.absences: list[dict[str, Any]] = []  # round, phase, absent partners, why
         self.below_quorum: list[dict[str, Any]] = []  # rounds that changed nothing, why
         self.sent: dict[str, list[int]] = {}  # phase -> the nodes asked in this round
+        # scene -> its released popularity (hashed item keys, counts), the latest sent
+        self.popularity: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     @property
     def exhausted(self) -> dict[int, str]:
@@ -210,7 +238,7 @@ class SceneStrategy(FedAvg):
         if self._short_of_quorum(server_round, "train", len(nodes), "partners connected"):
             return []
         config[SERVER_ROUND] = server_round
-        record = RecordDict({ARRAYS: arrays, CONFIG_RECORD: config})
+        record = self._record(arrays, config)
         self.sent["train"] = nodes
         return self._construct_messages(record, nodes, MessageType.TRAIN)
 
@@ -219,11 +247,21 @@ class SceneStrategy(FedAvg):
         """Every node connected evaluates, including those that no longer train (the round
         has already waited for partners in training)."""
         config[SERVER_ROUND] = server_round
-        record = RecordDict({ARRAYS: arrays, CONFIG_RECORD: config})
+        record = self._record(arrays, config)
         nodes = self._connected(grid, server_round, 0.0)
         self._note_absent(server_round, "evaluate", nodes, "not connected")
         self.sent["evaluate"] = nodes
         return self._construct_messages(record, nodes, MessageType.EVALUATE)
+
+    def _record(self, arrays: ArrayRecord, config: ConfigRecord) -> RecordDict:
+        """What every scene is sent: the shared parameters, the config and, once a scene
+        has sent its released popularity, the scenes' pooled popularity."""
+        record = RecordDict({ARRAYS: arrays, CONFIG_RECORD: config})
+        if self.popularity:
+            pooled = PooledCounts.of(list(self.popularity.values()))
+            record[POOLED] = ArrayRecord({ITEM_KEYS: Array(pooled.keys),
+                                          COUNTS: Array(pooled.counts)})
+        return record
 
     def _scene(self, message: Message) -> str:
         node = message.metadata.src_node_id
@@ -308,6 +346,7 @@ class SceneStrategy(FedAvg):
             return None, None
         replies = list(replies)
         valid: list[tuple[Message, dict[str, np.ndarray]]] = []
+        popularity_of: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         for message in replies:
             if message.has_error():
                 self._errored(server_round, "train", message)
@@ -323,14 +362,21 @@ class SceneStrategy(FedAvg):
                 continue
             try:
                 arrays = reply_update(content, self.current, self.weighted)
+                popularity = reply_popularity(content)
             except RejectedReply as problem:
                 self._fail(server_round, "train", message, str(problem))
                 continue
             if self.observer:
                 self.observer(server_round, scene, content)
             valid.append((message, arrays))
+            if popularity is not None:
+                popularity_of[message.metadata.src_node_id] = popularity
         self._no_reply(server_round, "train", replies)
         kept = self._bounded(server_round, valid)
+        for message, _ in kept:
+            if message.metadata.src_node_id in popularity_of:
+                self.popularity[self._scene(message)] = popularity_of[
+                    message.metadata.src_node_id]
         if self._short_of_quorum(server_round, "train", len(kept), "accepted replies") or (
                 not kept):
             return None, None

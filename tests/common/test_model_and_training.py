@@ -32,7 +32,8 @@ def test_state_split_by_algorithm(small_model_config):
     assert shared and all(n.startswith("encoder.") for n in shared)
     assert all(n.startswith("head.") for n in local)
     shared, local = split_state(state, shared_prefixes("fedavg"))
-    assert list(local) == ["head.local_ids.prior", "head.local_ids.copurchase",
+    assert list(local) == ["head.local_ids.prior_counts", "head.local_ids.prior",
+                           "head.local_ids.copurchase",
                            "head.local_ids.bias.weight"]  # never sent
     assert split_state(state, shared_prefixes("local"))[0] == {}
     assert sorted(merge_state(shared, local)) == sorted(state)
