@@ -126,7 +126,7 @@ class ModelConfig(_Strict):
     prior_weight: float = Field(2.0, ge=0.0,
                                 description="weight of the popularity prior's score (fixed)")
     pooled_prior_weight: float = Field(
-        0.5, ge=0.0, description="weight of the federation's pooled popularity in a scene "
+        0.25, ge=0.0, description="weight of the federation's pooled popularity in a scene "
                                  "with no prior of its own (too few shoppers): the released "
                                  "priors of the other scenes, summed by item (fixed; 0: "
                                  "none)")

@@ -34,14 +34,20 @@ class DPCounts:
     unit: str
 
     @property
-    def items_above_noise(self) -> int:
-        """How many items' released counts exceed sigma sqrt(2 ln n), about the largest
-        value the noise alone reaches over n items: the items the release can tell apart
-        from chance. Reads only the release (post-processing)."""
-        n = len(self.counts)
-        if n < 2 or self.sigma == 0:
-            return n
-        return int(np.count_nonzero(self.counts > self.sigma * np.sqrt(2.0 * np.log(n))))
+    def signal_to_noise(self) -> float:
+        """How much the released counts vary beyond what their noise alone makes them vary,
+        as a share of the noise's variance: (variance over items - sigma^2) / sigma^2, at
+        least 0 (infinite without noise). Reads only the release (post-processing)."""
+        if self.sigma == 0:
+            return float("inf")
+        return max(float(np.var(self.counts)) / self.sigma ** 2 - 1.0, 0.0)
+
+    def stands_out(self, min_signal_to_noise: float) -> bool:
+        """Whether the signal is at least `min_signal_to_noise` and also more than pure
+        noise reaches by chance: over n items its estimate has standard error about
+        sqrt(2 / n), so at 3 of them noise alone passes about once in a thousand."""
+        floor = 3.0 * np.sqrt(2.0 / max(len(self.counts), 1))
+        return self.signal_to_noise >= max(min_signal_to_noise, floor)
 
 
 def exact_counts(dataset: SceneDataset, window: Window) -> np.ndarray:
@@ -116,6 +122,11 @@ class PooledCounts:
 
     keys: np.ndarray
     counts: np.ndarray
+
+    def __post_init__(self) -> None:  # sorted by key, as `on_catalogue` looks them up
+        order = np.argsort(self.keys, kind="stable")
+        object.__setattr__(self, "keys", np.asarray(self.keys, dtype=np.int64)[order])
+        object.__setattr__(self, "counts", np.asarray(self.counts, dtype=np.float64)[order])
 
     @classmethod
     def of(cls, parts: list[tuple[np.ndarray, np.ndarray]]) -> PooledCounts:

@@ -46,7 +46,7 @@ def kitchen():
 
 
 def test_first_round_releases_the_prior_and_training_gets_the_rest(tmp_path, scene):
-    config = _config(prior_share=0.5)  # epsilon 4: some 46 items stand above the noise
+    config = _config(prior_share=0.5)  # epsilon 4: its signal stands out of its noise
     state = SceneState(tmp_path, "scene0")
     for round_ in (1, 2):
         train_round(state, scene, RoundRequest(config, "fedavg", round_, "run", 0))

@@ -6,7 +6,12 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, Re
 from flwr.app.metadata import Metadata
 
 from fedscene.common.errors import ConfigError
-from fedscene.server.strategy import RejectedReply, SceneStrategy, reply_update
+from fedscene.server.strategy import (
+    RejectedReply,
+    SceneStrategy,
+    reply_popularity,
+    reply_update,
+)
 
 EXPECTED = {"encoder.w": np.zeros((2, 3), dtype=np.float32),
             "encoder.b": np.zeros(3, dtype=np.float32)}
@@ -237,3 +242,45 @@ def test_a_scene_too_small_to_train_under_dp_is_not_a_failure_nor_asked_again():
     grid.tick = 1  # the small scene's partner has left: round 2 does not wait for it
     assert strategy.configure_train(2, arrays, config, grid) == [1, 2]
     assert grid.tick == 1
+
+
+def _with_popularity(content, keys, counts):
+    content["popularity"] = ArrayRecord({"keys": Array(np.asarray(keys, dtype=np.int64)),
+                                         "counts": Array(np.asarray(counts, dtype=np.float64))})
+    return content
+
+
+def test_released_popularity_is_pooled_by_item_and_sent_to_every_scene():
+    grid = _Grid([[1, 2, 3, 4]])
+    strategy = SceneStrategy(4, weighted=False)
+    strategy._construct_messages = lambda record, nodes, kind: record
+    arrays, config = _round_config()
+    first = strategy.configure_train(1, arrays, config, grid)
+    assert "pooled-popularity" not in first.array_records  # nothing released yet
+    replies = _trained((1.0, 2.0, 3.0), {1: "a", 2: "b", 3: "c"})
+    _with_popularity(replies[0].content, [7, 9], [10.0, 1.0])
+    _with_popularity(replies[1].content, [9, 11], [2.0, 5.0])
+    _with_popularity(replies[2].content, [7, 7], [1.0, 1.0])  # a key twice: rejected
+    small = _reply(_content({}, {}, status="too-few-units", scene="tiny"), 4)
+    strategy.aggregate_train(1, [*replies, small])
+    assert [f["scene"] for f in strategy.failures] == ["c"]
+    assert "repeat" in strategy.failures[0]["reason"]
+    # The scene too small to train gets the pool with its evaluation: a's and b's counts
+    # summed by item, nothing of the rejected reply.
+    sent = strategy.configure_evaluate(1, arrays, config, grid)["pooled-popularity"]
+    np.testing.assert_array_equal(sent["keys"].numpy(), [7, 9, 11])
+    np.testing.assert_allclose(sent["counts"].numpy(), [10.0, 3.0, 5.0])
+
+
+@pytest.mark.parametrize(("keys", "counts", "needle"), [
+    (np.array([1, 2], dtype=np.int32), [1.0, 2.0], "int64"),
+    ([1, 2], [1.0], "one length"),
+    ([1, 2], [1.0, np.inf], "not finite"),
+])
+def test_a_bad_popularity_record_is_named(keys, counts, needle):
+    content = _content(EXPECTED)
+    content["popularity"] = ArrayRecord({"keys": Array(np.asarray(keys)),
+                                         "counts": Array(np.asarray(counts, dtype=float))})
+    with pytest.raises(RejectedReply, match=needle):
+        reply_popularity(content)
+    assert reply_popularity(_content(EXPECTED)) is None  # none sent: nothing to pool
