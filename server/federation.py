@@ -38,6 +38,8 @@ class FederationOutcome:
     ledger_heads: list[dict[str, Any]] = field(default_factory=list)  # round, phase, scene, head
     absences: list[dict[str, Any]] = field(default_factory=list)  # round, phase, absent, reason
     below_quorum: list[dict[str, Any]] = field(default_factory=list)  # rounds left unchanged
+    # scenes whose released popularity counts were pooled and sent to every scene
+    pooled_popularity: list[str] = field(default_factory=list)
 
     @classmethod
     def read(cls, path: Path) -> FederationOutcome:
@@ -93,7 +95,8 @@ def run_federation(grid: Grid, config: ExperimentConfig, *, algorithm: str, num_
                                 round_seconds=strategy.round_seconds,
                                 ledger_heads=strategy.ledger_heads,
                                 absences=strategy.absences,
-                                below_quorum=strategy.below_quorum)
+                                below_quorum=strategy.below_quorum,
+                                pooled_popularity=sorted(strategy.popularity))
     layout.federation_json.write_text(json.dumps(asdict(outcome), indent=2,
                                                  default=_json_default))
     return outcome

@@ -13,8 +13,11 @@ import pytest
 import torch
 
 from fedscene.cli.main import main
-from fedscene.common.config import ExperimentConfig
+from fedscene.client.state import SceneState
+from fedscene.common.config import ExperimentConfig, SyntheticConfig
+from fedscene.common.data.synthetic import generate_synthetic
 from fedscene.common.errors import FedsceneError
+from fedscene.common.layout import ArmLayout
 from fedscene.common.ledger import read_ledger
 from fedscene.server.federation import initial_shared
 from fedscene.simulations.engine import run_arm
@@ -167,3 +170,67 @@ def test_harness_sweep_report_and_audit(tmp_path, capsys):
     assert main(["audit", *dp_arms, "--jobs", "1"]) == 1
     out_text = capsys.readouterr().out
     assert "altered scene2" in out_text and "line 1 (round 1)" in out_text
+
+
+def _uneven_scenes(tmp_path) -> dict:
+    """Three scenes that sell one catalogue, written as tables: two of 150 shoppers and one
+    of 20, too few to count popularity or train under DP. Titles are random words, so
+    content similarity says nothing and popularity is what a scene can know."""
+    raw = generate_synthetic(SyntheticConfig(num_scenes=3, users_per_scene=150, shift=0.0,
+                                             num_items=200, items_per_scene=200,
+                                             text_signal=0.0))
+    rows = raw.interactions
+    small = rows[rows["scene"] == "scene2"]
+    kept = small["user"].isin(small["user"].drop_duplicates().iloc[:20])
+    rows = rows[(rows["scene"] != "scene2") | kept]
+    rows.rename(columns={"user": "user_id", "item": "item_id", "time": "timestamp"}).to_csv(
+        tmp_path / "interactions.csv", index=False)
+    raw.items.rename(columns={"item": "item_id", "text": "title"}).to_csv(
+        tmp_path / "items.csv", index=False)
+    return {"source": "table", "path": str(tmp_path / "interactions.csv"),
+            "items_path": str(tmp_path / "items.csv"), "scenes": SCENES,
+            "item_columns": {"category": "category"}}
+
+
+def test_released_popularity_is_pooled_over_flower_and_reaches_the_small_scene(tmp_path):
+    config = ExperimentConfig.model_validate({
+        "data": _uneven_scenes(tmp_path),
+        # The pool at the prior's weight: the default 0.25 suits real titles (client.pooled).
+        "model": {"embedding_dim": 8, "hash_buckets": 512, "text_dim": 64, "head_hidden": 8,
+                  "copurchase": False, "pooled_prior_weight": 2.0},
+        "privacy": {"epsilon": 8.0, "min_units": 50},
+        "federation": {"rounds": 2},
+        "simulation": {"bootstrap_samples": 100, "object_store_mb": 100}})
+    sent: dict[str, list[np.ndarray]] = {}
+
+    def observe(server_round, scene, content):
+        if "popularity" in content.array_records:
+            sent.setdefault(scene, []).append(content["popularity"]["counts"].numpy())
+
+    out = tmp_path / "run"
+    outcome = run_arm(config, algorithm="fedper", out_dir=out, seed=0, run_id="t4",
+                      observer=observe)
+    assert outcome.failures == [] and outcome.too_few_units == ["scene2"]
+    # What each large scene sent, every round, is the release its own ledger holds.
+    assert sorted(sent) == outcome.pooled_popularity == ["scene0", "scene1"]
+    for scene, counts in sent.items():
+        saved = torch.load(out / "scenes" / scene / "local.pt")
+        for each_round in counts:
+            np.testing.assert_array_equal(each_round,
+                                          saved["head.local_ids.prior_counts"].numpy())
+        [release] = [e for e in read_ledger(out / "scenes" / scene / "ledger.jsonl").entries
+                     if e["algorithm"] == "popularity-prior"]
+        assert "sent to the coordinator" in release["released"]
+    # The small scene spent nothing, yet ranked by the pool: its evaluation beats content
+    # similarity alone, which is all it holds under `local`.
+    assert not (out / "scenes" / "scene2" / "ledger.jsonl").exists() or not read_ledger(
+        out / "scenes" / "scene2" / "ledger.jsonl").entries
+    alone = run_arm(config, algorithm="local", out_dir=tmp_path / "local", seed=0,
+                    run_id="t5")
+    assert alone.pooled_popularity == []
+    scores = []
+    for root in (out, tmp_path / "local"):
+        state = SceneState(ArmLayout(root).scene("scene2"), "scene2")
+        last = json.loads(state.evaluation_files()[-1].read_text())
+        scores.append(np.mean(last["per_user"]["full-hr@10"]))
+    assert scores[0] > scores[1] + 0.05, scores

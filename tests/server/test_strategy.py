@@ -90,10 +90,13 @@ def test_an_oversized_finite_update_is_left_out_with_its_reason():
               for i, x in enumerate((0.9, 1.0, 1.1))]
     hostile = _content({k: np.full(v.shape, 1e30) for k, v in EXPECTED.items()},
                        {"train-loss": 1.0}, scene="hostile")
+    _with_popularity(honest[0], [1], [5.0])
+    _with_popularity(hostile, [1, 2], [1e30, 1e30])
     arrays, metrics = strategy.aggregate_train(
         1, [_reply(c, i) for i, c in enumerate(honest + [hostile], start=1)])
     np.testing.assert_allclose(arrays["encoder.w"].numpy(), 1.0, rtol=1e-6)  # honest mean
     assert metrics["scenes-trained"] == 3
+    assert sorted(strategy.popularity) == ["s0"]  # a reply left out is not pooled either
     [failure] = strategy.failures
     assert failure["scene"] == "hostile" and "update norm" in failure["reason"]
     assert "federation.max_update_ratio 10" in failure["reason"]
