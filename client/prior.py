@@ -26,6 +26,7 @@ from fedscene.common.model import SceneModel
 from fedscene.common.popularity import (
     bounded_counts,
     exact_counts,
+    mean_count_to_noise,
     release_counts,
 )
 from fedscene.common.privacy_units import declared_unit
@@ -35,13 +36,14 @@ RELEASED = ("the scene's popularity prior (kept in the scene; under an algorithm
             "shares parameters its released counts are also sent to the coordinator, which "
             "pools them over the scenes by item: post-processing)")
 PRIOR = "popularity-prior"  # the ledger entry's algorithm
-# A release whose counts vary less than this share of their noise's variance beyond it
-# ranks by chance: it is kept out of the model. Measured at the scale of these data (untrained
-# model, full-HR@10): the malls' releases at epsilon 0.5 reach 0.31 to 1.7 and lift content
-# similarity's 0.304 to 0.378; Germany's 51 shoppers over 1662 items at epsilon 4 reach about
-# 0.03 to 0.1, and with it the local arm scored 0.215 against content similarity's 0.246; the
-# smaller countries reach 0 to 0.08.
-MIN_SIGNAL_TO_NOISE = 0.15
+# A scene whose mean count per item cannot reach this share of the release's noise does not
+# release a prior: its counts would rank by chance (`mean_count_to_noise`, from sizes alone,
+# so nothing is spent). Measured at the main job's settings (90 days; untrained model,
+# full-HR@10): the malls at epsilon 0.5 reach 0.27 to 1.06 and their prior lifts content
+# similarity's 0.297 to 0.337; the United Kingdom at epsilon 4 reaches 0.75; Germany's 51
+# shoppers over 1662 items at epsilon 4 reach 0.08, and with that prior its local arm
+# scored 0.215 against content similarity's 0.246.
+MIN_COUNT_TO_NOISE = 0.15
 
 
 def set_prior(model: SceneModel, dataset: SceneDataset, config: ExperimentConfig,
@@ -56,9 +58,9 @@ def set_prior(model: SceneModel, dataset: SceneDataset, config: ExperimentConfig
     exact prior took its six countries of 12 to 30 shoppers from content similarity's 0.60
     mean full-HR@10 to 0.25). Otherwise, without DP (`account` None), the prior is the exact
     recent counts; under DP it is released when the release leaves room in the budget for
-    training, and kept when its signal stands out of its noise (`MIN_SIGNAL_TO_NOISE`; else
-    the spend is ledgered and the scene, holding no prior, may take the federation's
-    pooled one: `client.pooled`).
+    training and when its counts can stand out of its noise (`MIN_COUNT_TO_NOISE`; else
+    nothing is spent, and the scene, holding no prior, may take the federation's pooled
+    one: `client.pooled`).
     """
     head, model_config = model.head, config.model
     window = Window.of(model_config.popularity_days, config.data.as_of)
@@ -74,7 +76,11 @@ def set_prior(model: SceneModel, dataset: SceneDataset, config: ExperimentConfig
     release = account.one_time_release(PRIOR, config.privacy.prior_share, units)
     if release is None:
         return None
-    prior_epsilon, _ = release
+    prior_epsilon, noise_multiplier = release
+    per_unit = model_config.popularity_items if unit.name == "shopper" else 1
+    if mean_count_to_noise(units, dataset.n_items, per_unit,
+                           noise_multiplier) < MIN_COUNT_TO_NOISE:
+        return None
     counts, sensitivity = bounded_counts(dataset, unit.name, window,
                                          model_config.popularity_items, randomness.examples)
     released = release_counts(counts, sensitivity, unit.name, prior_epsilon,
@@ -83,6 +89,5 @@ def set_prior(model: SceneModel, dataset: SceneDataset, config: ExperimentConfig
                                   unit.group_sizes(dataset), released=RELEASED,
                                   noise_source=randomness.description, run_id=run_id,
                                   round_=round_, algorithm=PRIOR)
-    if released.stands_out(MIN_SIGNAL_TO_NOISE):
-        head.local_ids.set_prior(released.counts)
+    head.local_ids.set_prior(released.counts)
     return entry

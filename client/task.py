@@ -5,8 +5,7 @@ DP-SGD under the scene's privacy account, and, under an algorithm that pools pop
 the prior counts the scene already released (`client.pooled`). Loss, timings, metrics and
 dataset size leave only when the config opts in (`federation.release_metrics`,
 `federation.send_num_examples`), and then each release is ledgered as without DP
-(`release`). The head, the ledger and
-per-user results stay in the state directory.
+(`release`). The head, the ledger and per-user results stay in the state directory.
 """
 
 from __future__ import annotations

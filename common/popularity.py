@@ -33,22 +33,6 @@ class DPCounts:
     sigma: float
     unit: str
 
-    @property
-    def signal_to_noise(self) -> float:
-        """How much the released counts vary beyond what their noise alone makes them vary,
-        as a share of the noise's variance: (variance over items - sigma^2) / sigma^2, at
-        least 0 (infinite without noise). Reads only the release (post-processing)."""
-        if self.sigma == 0:
-            return float("inf")
-        return max(float(np.var(self.counts)) / self.sigma ** 2 - 1.0, 0.0)
-
-    def stands_out(self, min_signal_to_noise: float) -> bool:
-        """Whether the signal is at least `min_signal_to_noise` and also more than pure
-        noise reaches by chance: over n items its estimate has standard error about
-        sqrt(2 / n), so at 3 of them noise alone passes about once in a thousand."""
-        floor = 3.0 * np.sqrt(2.0 / max(len(self.counts), 1))
-        return self.signal_to_noise >= max(min_signal_to_noise, floor)
-
 
 def exact_counts(dataset: SceneDataset, window: Window) -> np.ndarray:
     """Purchases per local item id in the window, every row counted (a non-private
@@ -81,6 +65,17 @@ def capped_purchases(dataset: SceneDataset, rows: np.ndarray, items_per_shopper:
     starts = np.r_[0, np.flatnonzero(np.diff(pairs[:, 0])) + 1] if len(pairs) else np.r_[0]
     rank = np.arange(len(pairs)) - np.repeat(starts, np.diff(np.r_[starts, len(pairs)]))
     return pairs[rank < items_per_shopper]
+
+
+def mean_count_to_noise(units: int, n_items: int, items_per_unit: int,
+                        noise_multiplier: float) -> float:
+    """The most a release of counts can say per item against its noise, from sizes alone:
+    each of `units` units adds 1 to at most `items_per_unit` items, so the mean count over
+    `n_items` items is at most units x items_per_unit / n_items, while the noise's sigma is
+    `noise_multiplier` x the sensitivity sqrt(items_per_unit). Read before releasing: it
+    needs no count."""
+    mean = units * items_per_unit / max(n_items, 1)
+    return mean / (noise_multiplier * np.sqrt(items_per_unit))
 
 
 def release_counts(counts: np.ndarray, sensitivity: float, unit: str, epsilon: float,

@@ -110,16 +110,18 @@ def test_only_the_ledgered_release_leaves_and_only_under_an_algorithm_that_share
     assert train_round(local, scene, RoundRequest(config, "local", 1, "r", 0)).popularity is None
 
 
-def test_a_release_lost_in_its_noise_is_not_kept_nor_sent(tmp_path, scene_pair):
+def test_a_scene_whose_counts_cannot_beat_the_noise_releases_nothing(tmp_path, scene_pair):
     config, (scene, _) = scene_pair
     config = config.model_copy(update={"privacy": config.privacy.model_copy(
-        update={"prior_share": 0.01})})  # epsilon 0.08: no item stands above the noise
+        update={"prior_share": 0.01})})  # epsilon 0.08: sigma far above the mean count
     state = SceneState(tmp_path, "scene0")
-    outcome = train_round(state, scene, RoundRequest(config, "fedavg", 1, "r", 0))
-    assert outcome.popularity is None
+    for round_ in (1, 2):
+        outcome = train_round(state, scene, RoundRequest(config, "fedavg", round_, "r", 0))
+        assert outcome.popularity is None
     assert not state.load_local()["head.local_ids.prior"].any()
-    assert any(e["algorithm"] == "popularity-prior"
-               for e in read_ledger(state.ledger_path).entries)  # the spend stays ledgered
+    entries = read_ledger(state.ledger_path).entries
+    assert [e["algorithm"] for e in entries] == ["fedavg"] * 2  # nothing spent on a prior
+    assert entries[-1]["epsilon"] == pytest.approx(8.0, abs=0.05)  # training has it all
 
 
 def test_a_scene_too_small_to_train_evaluates_with_the_pool_it_is_sent(tmp_path, scene_pair):

@@ -1,27 +1,22 @@
-"""Popularity counts as released and pooled: how far a release stands out of its noise, and
-the federation's sum of the scenes' releases by item."""
+"""Popularity counts as released and pooled: how much a release could say against its noise,
+and the federation's sum of the scenes' releases by item."""
 
 import numpy as np
+import pytest
 
-from fedscene.common.popularity import DPCounts, PooledCounts, item_key_hashes
-
-
-def _release(counts, sigma):
-    return DPCounts(np.asarray(counts, dtype=float), 4.0, 1e-5, 1.0, sigma, "shopper")
+from fedscene.common.accounting import gaussian_sigma
+from fedscene.common.popularity import PooledCounts, item_key_hashes, mean_count_to_noise
 
 
-def test_pure_noise_has_no_signal_to_speak_of_and_popularity_has():
-    rng = np.random.default_rng(0)
-    noise = rng.normal(0.0, 3.0, size=2000)
-    assert _release(noise, 3.0).signal_to_noise < 0.1
-    popular = noise + rng.exponential(3.0, size=2000)  # counts of spread 3 under the noise
-    assert _release(popular, 3.0).signal_to_noise == np.float64(
-        np.var(popular) / 9.0 - 1.0) > 0.8
-    assert _release(noise, 0.0).signal_to_noise == float("inf")  # exact: all signal
-    assert _release(popular, 3.0).stands_out(0.15) and not _release(noise, 3.0).stands_out(0.15)
-    # Over few items chance reaches further: 20 items' noise must pass 3 sqrt(2 / 20).
-    few = _release(popular[:20], 3.0)
-    assert few.signal_to_noise > 0.15 and not few.stands_out(0.15)
+def test_the_mean_count_against_the_noise_comes_from_sizes_alone():
+    # 400 shoppers adding at most 8 items each over 200 items: a mean count of at most 16,
+    # against noise of sigma 2 x sqrt(8) at noise multiplier 2.
+    assert mean_count_to_noise(400, 200, 8, 2.0) == pytest.approx(16 / (2 * np.sqrt(8)))
+    # Germany in the main job's window against a mall at a sixteenth of the epsilon: the
+    # country's release could say far less per item.
+    germany = mean_count_to_noise(51, 1662, 8, gaussian_sigma(4.0, 1e-5, 1.0))
+    home = mean_count_to_noise(550, 828, 8, gaussian_sigma(0.5, 1e-5, 1.0))
+    assert germany < 0.1 < 0.25 < home
 
 
 def test_item_keys_hash_stably_and_apart():
