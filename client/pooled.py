@@ -6,13 +6,15 @@ counts are chance (`client.prior`). Scenes that share a catalogue (the countries
 shop) sell much the same things, so under an algorithm that shares parameters each scene
 that holds a prior also sends its released counts, keyed by hashed item
 (`popularity.item_key_hashes`), and the coordinator sends back their sum over the scenes
-(`PooledCounts`). A scene without a prior of its own scores its items by the pool at
-`model.pooled_prior_weight`; a scene with one keeps its own.
+(`PooledCounts`) to the scenes that sent none. A scene without a prior of its own scores
+its items by the pool at `model.pooled_prior_weight`; a scene with one keeps its own. With
+the weight at 0 no scene sends anything (the main job: its malls sell disjoint catalogues).
 
 Nothing new leaves a scene: under DP the counts sent are the release its ledger already
 holds (sending it is post-processing, and the ledger entry says it is sent); without DP
 they are exact, as every shared parameter is then. The keys say which items the scene
-sells, the catalogue README lists among the public inputs' known limits.
+sells, the catalogue README lists among the known limits: the coordinator sees each
+contributor's, and a scene sent the pool sees their union.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ def popularity_part(model: SceneModel, dataset: SceneDataset
     """What the scene adds to the pool: (hashed item keys [n_items], its released prior
     counts [n_items]); None when it holds no prior."""
     local = model.head.local_ids
-    if local is None or not local.has_prior:
+    # A state saved before the counts were kept has scores but no counts: nothing to send.
+    if local is None or not local.has_prior or not local.prior_counts.any():
         return None
     return item_key_hashes(dataset.item_keys), local.prior_counts.numpy().copy()
 

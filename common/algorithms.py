@@ -1,7 +1,9 @@
 """The training algorithms: one object each, the one place that tells them apart.
 
 A model's parameters fall in groups by name prefix (`encoder.`, `head.`, `disc.`, and
-`head.local_ids.`, a scene's own item ids, which never leave it). An `Algorithm` says which
+`head.local_ids.`, a scene's own item-id parameters and released statistics, which are never
+averaged; its released popularity counts may be sent beside them to be pooled:
+`pools_popularity`). An `Algorithm` says which
 groups go to the server and come back averaged, how a round trains, and whether it can be
 aligned; the client, the server, the harness and the CLI ask it instead of comparing
 names. Adding an algorithm (FedBN, Ditto...) means adding one object to `ALGORITHMS` and its

@@ -129,7 +129,7 @@ class ModelConfig(_Strict):
         0.25, ge=0.0, description="weight of the federation's pooled popularity in a scene "
                                  "with no prior of its own (too few shoppers): the released "
                                  "priors of the other scenes, summed by item (fixed; 0: "
-                                 "none)")
+                                 "none, and no scene sends its counts)")
     copurchase: bool = Field(
         True, description="the head adds the history's affinity in the scene's co-purchase "
                           "factors, released once under DP (privacy.copurchase_share, shopper "

@@ -2,10 +2,11 @@
 
 `encoder.*` reads only the shared feature space (public title vectors, price and category
 buckets) and is what federation shares. `head.*` scores (user, item) pairs for one scene;
-`head.local_ids.*` holds the scene's own item-id biases, which depend on the scene's
-catalogue and so are never shared, not even by `fedavg`. Every layer is one Opacus supports
-(Embedding, Linear, LayerNorm) and each is called once per forward pass, as ghost clipping
-requires.
+`head.local_ids.*` holds the scene's own item-id biases and released statistics, which
+depend on the scene's catalogue and so are never shared, not even by `fedavg` (the released
+popularity counts may be sent beside the parameters to be pooled: `client.pooled`). Every
+layer is one Opacus supports (Embedding, Linear, LayerNorm) and each is called once per
+forward pass, as ghost clipping requires.
 
 With domain-adversarial alignment a third group, `disc.*`, is a domain discriminator that
 reads the encoder's user and item vectors through a gradient-reversal layer: it learns to

@@ -63,6 +63,14 @@ RETIRING = {BUDGET_EXHAUSTED: "has spent its privacy budget",
                            "keeps its start"}
 
 
+# What one scene's popularity record may hold: no catalogue of a million items, no count of
+# a billion purchases (so that a sum over scenes stays finite and no partner can drown the
+# others' counts by orders of magnitude; within these bounds a partner's counts are taken
+# as released).
+MAX_POOLED_ITEMS = 1_000_000
+MAX_POOLED_COUNT = 1e9
+
+
 class RejectedReply(ValueError):
     """A training reply that cannot be averaged in; the message says why."""
 
@@ -109,8 +117,13 @@ def reply_popularity(content: RecordDict) -> tuple[np.ndarray, np.ndarray] | Non
     if keys.ndim != 1 or keys.dtype != np.int64 or counts.shape != keys.shape:
         raise RejectedReply(f"popularity keys {keys.dtype}{keys.shape} and counts "
                             f"{counts.dtype}{counts.shape} must be int64 and of one length")
+    if len(keys) > MAX_POOLED_ITEMS:
+        raise RejectedReply(f"popularity counts {len(keys)} items, more than "
+                            f"{MAX_POOLED_ITEMS}")
     if len(np.unique(keys)) != len(keys) or not np.isfinite(counts).all():
         raise RejectedReply("popularity keys repeat or counts are not finite")
+    if np.abs(counts).max(initial=0.0) > MAX_POOLED_COUNT:
+        raise RejectedReply(f"a popularity count exceeds {MAX_POOLED_COUNT:g} in size")
     return keys, counts.astype(np.float64)
 
 
@@ -238,30 +251,37 @@ class SceneStrategy(FedAvg):
         if self._short_of_quorum(server_round, "train", len(nodes), "partners connected"):
             return []
         config[SERVER_ROUND] = server_round
-        record = self._record(arrays, config)
         self.sent["train"] = nodes
-        return self._construct_messages(record, nodes, MessageType.TRAIN)
+        return self._messages(arrays, config, nodes, MessageType.TRAIN)
 
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                            grid: Grid) -> Iterable[Message]:
         """Every node connected evaluates, including those that no longer train (the round
         has already waited for partners in training)."""
         config[SERVER_ROUND] = server_round
-        record = self._record(arrays, config)
         nodes = self._connected(grid, server_round, 0.0)
         self._note_absent(server_round, "evaluate", nodes, "not connected")
         self.sent["evaluate"] = nodes
-        return self._construct_messages(record, nodes, MessageType.EVALUATE)
+        return self._messages(arrays, config, nodes, MessageType.EVALUATE)
 
-    def _record(self, arrays: ArrayRecord, config: ConfigRecord) -> RecordDict:
-        """What every scene is sent: the shared parameters, the config and, once a scene
-        has sent its released popularity, the scenes' pooled popularity."""
-        record = RecordDict({ARRAYS: arrays, CONFIG_RECORD: config})
-        if self.popularity:
-            pooled = PooledCounts.of(list(self.popularity.values()))
-            record[POOLED] = ArrayRecord({ITEM_KEYS: Array(pooled.keys),
-                                          COUNTS: Array(pooled.counts)})
-        return record
+    def _messages(self, arrays: ArrayRecord, config: ConfigRecord, nodes: list[int],
+                  kind: str) -> list[Message]:
+        """Every node gets the shared parameters and the config; once scenes have sent
+        their released popularity, the nodes of the other scenes (those with no prior of
+        their own, or not heard from yet) also get the pool, and only they."""
+        plain = RecordDict({ARRAYS: arrays, CONFIG_RECORD: config})
+        contributors = {n for n, scene in self.scene_of_node.items()
+                        if scene in self.popularity}
+        receivers = [n for n in nodes if n not in contributors]
+        if not self.popularity or not receivers:
+            return list(self._construct_messages(plain, nodes, kind))
+        pooled = PooledCounts.of(list(self.popularity.values()))
+        with_pool = RecordDict({ARRAYS: arrays, CONFIG_RECORD: config,
+                                POOLED: ArrayRecord({ITEM_KEYS: Array(pooled.keys),
+                                                     COUNTS: Array(pooled.counts)})})
+        return [*self._construct_messages(plain, [n for n in nodes if n in contributors],
+                                          kind),
+                *self._construct_messages(with_pool, receivers, kind)]
 
     def _scene(self, message: Message) -> str:
         node = message.metadata.src_node_id
@@ -373,16 +393,15 @@ class SceneStrategy(FedAvg):
                 popularity_of[message.metadata.src_node_id] = popularity
         self._no_reply(server_round, "train", replies)
         kept = self._bounded(server_round, valid)
-        for message, _ in kept:
-            if message.metadata.src_node_id in popularity_of:
-                self.popularity[self._scene(message)] = popularity_of[
-                    message.metadata.src_node_id]
         if self._short_of_quorum(server_round, "train", len(kept), "accepted replies") or (
                 not kept):
             return None, None
         for message, _ in kept:
+            node = message.metadata.src_node_id
             self.trained.append({"round": server_round, "scene": self._scene(message)}
                                 | dict(message.content[METRICS]))
+            if node in popularity_of:  # pooled as averaged: only accepted replies
+                self.popularity[self._scene(message)] = popularity_of[node]
         accepted = [message.content for message, _ in kept]
         weights = np.array([float(c[METRICS][NUM_EXAMPLES]) if self.weighted else 1.0
                             for c in accepted])

@@ -19,7 +19,12 @@ from fedscene.common.data.scene import Window
 from fedscene.common.evaluation import evaluate_users, model_scorer
 from fedscene.common.ledger import read_ledger
 from fedscene.common.model import SceneModel
-from fedscene.common.popularity import PooledCounts, exact_counts, item_key_hashes
+from fedscene.common.popularity import (
+    PooledCounts,
+    exact_counts,
+    item_key_hashes,
+    prior_scores,
+)
 from fedscene.common.randomness import reproducible_source, secret_source
 from tests.conftest import synthetic_data
 
@@ -99,6 +104,10 @@ def test_only_the_ledgered_release_leaves_and_only_under_an_algorithm_that_share
     np.testing.assert_array_equal(keys, item_key_hashes(scene.item_keys))
     saved = state.load_local()
     np.testing.assert_array_equal(counts, saved["head.local_ids.prior_counts"].numpy())
+    # The released counts, whose scores the scene ranks by, not the exact ones.
+    np.testing.assert_allclose(saved["head.local_ids.prior"].numpy(), prior_scores(counts),
+                               rtol=1e-5)
+    assert np.abs(counts - exact_counts(scene, Window())).max() > 1.0
     [prior] = [e for e in read_ledger(state.ledger_path).entries
                if e["algorithm"] == "popularity-prior"]
     assert "sent to the coordinator" in prior["released"]
@@ -108,6 +117,11 @@ def test_only_the_ledgered_release_leaves_and_only_under_an_algorithm_that_share
     np.testing.assert_array_equal(again[1], counts)
     local = SceneState(tmp_path / "local", "scene0")
     assert train_round(local, scene, RoundRequest(config, "local", 1, "r", 0)).popularity is None
+    # With the pooled weight at 0 nothing is sent, whatever the algorithm.
+    unpooled = config.model_copy(update={"model": config.model.model_copy(
+        update={"pooled_prior_weight": 0.0})})
+    off = SceneState(tmp_path / "off", "scene0")
+    assert train_round(off, scene, RoundRequest(unpooled, "fedavg", 1, "r", 0)).popularity is None
 
 
 def test_a_scene_whose_counts_cannot_beat_the_noise_releases_nothing(tmp_path, scene_pair):

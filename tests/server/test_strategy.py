@@ -91,7 +91,7 @@ def test_an_oversized_finite_update_is_left_out_with_its_reason():
     hostile = _content({k: np.full(v.shape, 1e30) for k, v in EXPECTED.items()},
                        {"train-loss": 1.0}, scene="hostile")
     _with_popularity(honest[0], [1], [5.0])
-    _with_popularity(hostile, [1, 2], [1e30, 1e30])
+    _with_popularity(hostile, [1, 2], [9.0, 9.0])
     arrays, metrics = strategy.aggregate_train(
         1, [_reply(c, i) for i, c in enumerate(honest + [hostile], start=1)])
     np.testing.assert_allclose(arrays["encoder.w"].numpy(), 1.0, rtol=1e-6)  # honest mean
@@ -253,13 +253,13 @@ def _with_popularity(content, keys, counts):
     return content
 
 
-def test_released_popularity_is_pooled_by_item_and_sent_to_every_scene():
+def test_released_popularity_is_pooled_by_item_and_sent_to_the_scenes_without_one():
     grid = _Grid([[1, 2, 3, 4]])
     strategy = SceneStrategy(4, weighted=False)
-    strategy._construct_messages = lambda record, nodes, kind: record
+    strategy._construct_messages = lambda record, nodes, kind: [(n, record) for n in nodes]
     arrays, config = _round_config()
     first = strategy.configure_train(1, arrays, config, grid)
-    assert "pooled-popularity" not in first.array_records  # nothing released yet
+    assert not any("pooled-popularity" in r.array_records for _, r in first)  # none yet
     replies = _trained((1.0, 2.0, 3.0), {1: "a", 2: "b", 3: "c"})
     _with_popularity(replies[0].content, [7, 9], [10.0, 1.0])
     _with_popularity(replies[1].content, [9, 11], [2.0, 5.0])
@@ -268,17 +268,32 @@ def test_released_popularity_is_pooled_by_item_and_sent_to_every_scene():
     strategy.aggregate_train(1, [*replies, small])
     assert [f["scene"] for f in strategy.failures] == ["c"]
     assert "repeat" in strategy.failures[0]["reason"]
-    # The scene too small to train gets the pool with its evaluation: a's and b's counts
-    # summed by item, nothing of the rejected reply.
-    sent = strategy.configure_evaluate(1, arrays, config, grid)["pooled-popularity"]
-    np.testing.assert_array_equal(sent["keys"].numpy(), [7, 9, 11])
-    np.testing.assert_allclose(sent["counts"].numpy(), [10.0, 3.0, 5.0])
+    # The scenes that sent none (c, rejected, and the one too small to train) get the pool
+    # with their evaluation: a's and b's counts summed by item, nothing of c's. a and b,
+    # which hold their own, are not sent the others'.
+    sent = dict(strategy.configure_evaluate(1, arrays, config, grid))
+    assert sorted(sent) == [1, 2, 3, 4]
+    assert not any("pooled-popularity" in sent[n].array_records for n in (1, 2))
+    for node in (3, 4):
+        pooled = sent[node]["pooled-popularity"]
+        np.testing.assert_array_equal(pooled["keys"].numpy(), [7, 9, 11])
+        np.testing.assert_allclose(pooled["counts"].numpy(), [10.0, 3.0, 5.0])
+
+
+def test_a_round_below_quorum_pools_nothing():
+    strategy = SceneStrategy(3, weighted=False, quorum=3)
+    strategy.current = {k: v.copy() for k, v in EXPECTED.items()}
+    replies = _trained((1.0, 2.0), {1: "a", 2: "b"})
+    _with_popularity(replies[0].content, [7], [10.0])
+    assert strategy.aggregate_train(1, replies) == (None, None)
+    assert strategy.popularity == {}
 
 
 @pytest.mark.parametrize(("keys", "counts", "needle"), [
     (np.array([1, 2], dtype=np.int32), [1.0, 2.0], "int64"),
     ([1, 2], [1.0], "one length"),
     ([1, 2], [1.0, np.inf], "not finite"),
+    ([1, 2], [1.0, -1e12], "exceeds 1e\\+09"),
 ])
 def test_a_bad_popularity_record_is_named(keys, counts, needle):
     content = _content(EXPECTED)
