@@ -174,14 +174,14 @@ def test_harness_sweep_report_and_audit(tmp_path, capsys):
 
 def _uneven_scenes(tmp_path) -> dict:
     """Three scenes that sell one catalogue, written as tables: two of 150 shoppers and one
-    of 20, too few to count popularity or train under DP. Titles are random words, so
+    of 40, too few to count popularity or train under DP. Titles are random words, so
     content similarity says nothing and popularity is what a scene can know."""
     raw = generate_synthetic(SyntheticConfig(num_scenes=3, users_per_scene=150, shift=0.0,
                                              num_items=200, items_per_scene=200,
                                              text_signal=0.0))
     rows = raw.interactions
     small = rows[rows["scene"] == "scene2"]
-    kept = small["user"].isin(small["user"].drop_duplicates().iloc[:20])
+    kept = small["user"].isin(small["user"].drop_duplicates().iloc[:40])
     rows = rows[(rows["scene"] != "scene2") | kept]
     rows.rename(columns={"user": "user_id", "item": "item_id", "time": "timestamp"}).to_csv(
         tmp_path / "interactions.csv", index=False)
