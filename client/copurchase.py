@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from fedscene.client.prior import PRIOR
+from fedscene.client.prior import countable_units
 from fedscene.client.privacy import PrivacyAccount
 from fedscene.common.config import ExperimentConfig
 from fedscene.common.copurchase import (
@@ -29,7 +29,6 @@ from fedscene.common.copurchase import (
 from fedscene.common.data import SceneDataset
 from fedscene.common.data.scene import Window
 from fedscene.common.model import SceneModel
-from fedscene.common.privacy_units import declared_unit
 from fedscene.common.randomness import NoiseSource
 
 RELEASED = "the scene's co-purchase factors (kept in the scene, never sent)"
@@ -51,11 +50,11 @@ def set_copurchase(model: SceneModel, dataset: SceneDataset, config: ExperimentC
     room in the budget for training.
     """
     head, model_config = model.head, config.model
-    unit = declared_unit(config.privacy)
-    units = unit.count(dataset)
-    if (not head.copurchase_weight or dataset.n_train == 0 or not config.counts_copurchase()
-            or config.privacy.below_min_units(units)):
+    counted = (countable_units(dataset, config)
+               if head.copurchase_weight and config.counts_copurchase() else None)
+    if counted is None:
         return None
+    unit, units = counted
     rows = Window.of(model_config.popularity_days, config.data.as_of).rows(dataset)
     items = model_config.copurchase_items
     if account is None:  # every pair of every shopper counted: nothing is spent
@@ -65,7 +64,7 @@ def set_copurchase(model: SceneModel, dataset: SceneDataset, config: ExperimentC
         head.local_ids.set_copurchase(torch.from_numpy(
             significant_factors(counts, 0.0, model_config.copurchase_rank)))
         return None
-    if any(entry.get("algorithm") not in (PRIOR, COPURCHASE) for entry in account.entries):
+    if account.ran_beyond_releases():
         # Training ran before (a state from before co-purchase factors existed): its noise
         # was calibrated without this release, which would now overrun the campaign.
         return None

@@ -29,7 +29,7 @@ from fedscene.common.popularity import (
     mean_count_to_noise,
     release_counts,
 )
-from fedscene.common.privacy_units import declared_unit
+from fedscene.common.privacy_units import PrivacyUnit, declared_unit
 from fedscene.common.randomness import NoiseSource
 
 RELEASED = ("the scene's popularity prior (kept in the scene; under an algorithm that "
@@ -44,6 +44,18 @@ PRIOR = "popularity-prior"  # the ledger entry's algorithm
 # shoppers over 1662 items at epsilon 4 reach 0.08, and with that prior its local arm
 # scored 0.215 against content similarity's 0.246.
 MIN_COUNT_TO_NOISE = 0.15
+
+
+def countable_units(dataset: SceneDataset, config: ExperimentConfig
+                    ) -> tuple[PrivacyUnit, int] | None:
+    """The declared unit (under DP, the one training is clipped by) and how many the scene
+    holds, when it has enough to count popularity or co-purchases from: training rows and
+    at least `privacy.min_units` units, with or without DP; else None."""
+    unit = declared_unit(config.privacy)
+    units = unit.count(dataset)
+    if dataset.n_train == 0 or config.privacy.below_min_units(units):
+        return None
+    return unit, units
 
 
 def set_prior(model: SceneModel, dataset: SceneDataset, config: ExperimentConfig,
@@ -63,12 +75,11 @@ def set_prior(model: SceneModel, dataset: SceneDataset, config: ExperimentConfig
     one: `client.pooled`).
     """
     head, model_config = model.head, config.model
-    window = Window.of(model_config.popularity_days, config.data.as_of)
-    unit = declared_unit(config.privacy)  # under DP, the unit training is clipped by
-    units = unit.count(dataset)
-    if (not head.prior_weight or dataset.n_train == 0
-            or config.privacy.below_min_units(units)):
+    counted = countable_units(dataset, config) if head.prior_weight else None
+    if counted is None:
         return None
+    unit, units = counted
+    window = Window.of(model_config.popularity_days, config.data.as_of)
     if account is None:  # exact counts, recomputed each call: nothing is spent
         counts = exact_counts(dataset, window)
         head.local_ids.set_prior(counts)

@@ -49,6 +49,9 @@ from fedscene.common.ledger import (
 from fedscene.common.privacy_units import PrivacyUnit, meaning
 from fedscene.common.training import TrainReport
 
+# How a one-time release of counts is sampled, in its ledger entry: what tells it apart.
+RELEASED_ONCE = "none: every unit counted"
+
 
 class BudgetSpent(FedsceneError):
     """The lifetime budget (or the campaign's target) leaves nothing for more training."""
@@ -273,6 +276,12 @@ class PrivacyAccount:
             return None
         return release_epsilon, noise_multiplier
 
+    def ran_beyond_releases(self) -> bool:
+        """Whether the ledger holds anything but one-time releases of counts (training
+        above all): a one-time release after it would enter a campaign whose noise was
+        calibrated without it."""
+        return any(e.get("sampling") != RELEASED_ONCE for e in self.entries)
+
     def has_entry(self, algorithm: str) -> bool:
         """Whether the ledger holds an entry of `algorithm` (e.g. a release made once)."""
         return any(e.get("algorithm") == algorithm for e in self.entries)
@@ -299,7 +308,7 @@ class PrivacyAccount:
             "run_id": run_id, "round": round_, "algorithm": algorithm,
             "campaign": self.plan.campaign if self.plan else 0,
             "mechanism": mechanism, "released": released,
-            "sampling": "none: every unit counted", "max_grad_norm": sensitivity,
+            "sampling": RELEASED_ONCE, "max_grad_norm": sensitivity,
             "noise_source": noise_source, "units": units,
             "budget_epsilon": self.privacy.budget_for(self.state.scene).epsilon,
             "campaign_epsilon": self.target_epsilon()})

@@ -215,10 +215,8 @@ def train_round(state: SceneState, dataset: SceneDataset, request: RoundRequest,
                              "algorithm": algorithm, "ledger_head": entry["hash"]})
     metrics = {"train-loss": float(np.mean(losses)), "steps": float(total),
                "epsilon": float(entry["epsilon"])}
-    pooling = (algorithm_named(algorithm).pools_popularity
-               and config.model.pooled_prior_weight > 0)
-    return TrainOutcome(TRAINED, shared, metrics,
-                        popularity_part(model, dataset) if pooling else None)
+    return TrainOutcome(TRAINED, shared, metrics, popularity_part(model, dataset)
+                        if config.pools_popularity(algorithm) else None)
 
 
 def released_metrics(state: SceneState, request: RoundRequest, metrics: dict[str, float],

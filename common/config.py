@@ -477,6 +477,13 @@ class ExperimentConfig(_Strict):
         influence on the pairs is unbounded)."""
         return self.model.copurchase and self.privacy.unit == "shopper"
 
+    def pools_popularity(self, algorithm: str) -> bool:
+        """Whether scenes send their released popularity counts to be pooled
+        (`client.pooled`): under an algorithm that shares parameters, with
+        `model.pooled_prior_weight` above 0 (else no scene would use the pool)."""
+        return (algorithm_named(algorithm).pools_popularity
+                and self.model.pooled_prior_weight > 0)
+
     def aligned(self, algorithm: str) -> bool:
         """Alignment needs a shared encoder: it applies to algorithms that share one."""
         return self.alignment.enabled and algorithm_named(algorithm).alignable

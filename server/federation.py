@@ -38,7 +38,7 @@ class FederationOutcome:
     ledger_heads: list[dict[str, Any]] = field(default_factory=list)  # round, phase, scene, head
     absences: list[dict[str, Any]] = field(default_factory=list)  # round, phase, absent, reason
     below_quorum: list[dict[str, Any]] = field(default_factory=list)  # rounds left unchanged
-    # scenes whose released popularity counts were pooled and sent to every scene
+    # scenes whose released popularity counts were pooled (and sent to the others)
     pooled_popularity: list[str] = field(default_factory=list)
 
     @classmethod
