@@ -121,8 +121,9 @@ class ModelConfig(_Strict):
         0.0, ge=0.0, description="popularity counts purchases in the last this many days up "
                                  "to data.as_of (0: all training data)")
     popularity_items: int = Field(
-        8, ge=1, description="distinct items one shopper adds to popularity counts (their L2 "
-                             "sensitivity is its square root)")
+        16, ge=1, description="most distinct items one shopper adds to popularity counts: "
+                              "1/sqrt(k) to each of their k, so the L2 sensitivity is 1 "
+                              "(common/popularity.py)")
     prior_weight: float = Field(2.0, ge=0.0,
                                 description="weight of the popularity prior's score (fixed)")
     pooled_prior_weight: float = Field(

@@ -4,11 +4,20 @@ and released with the Gaussian mechanism.
 It is the strongest simple signal in shop data (what sells now), so it serves twice: as the
 `dp-popularity` baseline and as the popularity prior a scene's model starts from
 (`SceneHead`). Counts cover a `Window` of training data: the last days up to a public date,
-or all of it. Under
-the shopper unit each shopper adds 1 to at most `items_per_shopper` of the distinct items
-they bought in the window, drawn at random, so adding or removing a shopper moves the count
-vector by at most sqrt(items_per_shopper) in L2; under the example unit each training
-example adds 1 to its item (L2 sensitivity 1).
+or all of it. Under the shopper unit each shopper spreads one unit of L2 norm over at most
+`items_per_shopper` of the distinct items they bought in the window (drawn at random when
+they bought more): 1/sqrt(k) to each of their k items, so adding or removing a shopper moves
+the count vector by at most 1 in L2. Under the example unit each training example adds 1 to
+its item (L2 sensitivity 1).
+
+Spreading a unit norm is the weighted Gaussian policy of Gopi et al. (2020, "Differentially
+private set union"). Against adding 1 to each of m drawn items (sensitivity sqrt(m)) it
+changes nothing for a shopper with m items or more and gives a shopper with k < m items
+sqrt(m / k) times more weight against the same noise. So the cap can be wide without the
+heavy buyers' baskets crowding out the others' (measured, untrained, three noise draws
+each: the main job's malls scored 0.426 with 1 to each of 8 items, 0.421 with 16, 0.414
+with 32, and 0.428 with the unit norm at any cap from 8 to 64; random-title scenes of 150
+shoppers with 16 items each scored 0.145 at a cap of 8 and 0.159 at 16).
 """
 
 from __future__ import annotations
@@ -44,12 +53,15 @@ def exact_counts(dataset: SceneDataset, window: Window) -> np.ndarray:
 def bounded_counts(dataset: SceneDataset, unit: str, window: Window, items_per_shopper: int,
                    rng: np.random.Generator) -> tuple[np.ndarray, float]:
     """Counts per local item id [n_items] in which one `unit` has bounded influence, and
-    that influence's L2 bound (the sensitivity). `rng` chooses a shopper's items."""
+    that influence's L2 bound (the sensitivity, 1 under either unit). A shopper adds
+    1/sqrt(k) to each of their k distinct items in the window, k at most
+    `items_per_shopper` (drawn with `rng` when they bought more)."""
     if unit != "shopper":
         return exact_counts(dataset, window), 1.0
-    kept = capped_purchases(dataset, window.rows(dataset), items_per_shopper, rng)[:, 1]
-    return (np.bincount(kept, minlength=dataset.n_items).astype(float),
-            float(np.sqrt(items_per_shopper)))
+    kept = capped_purchases(dataset, window.rows(dataset), items_per_shopper, rng)
+    _, shopper, items_each = np.unique(kept[:, 0], return_inverse=True, return_counts=True)
+    weights = 1.0 / np.sqrt(items_each[shopper])
+    return np.bincount(kept[:, 1], weights=weights, minlength=dataset.n_items), 1.0
 
 
 def capped_purchases(dataset: SceneDataset, rows: np.ndarray, items_per_shopper: int,
@@ -70,12 +82,12 @@ def capped_purchases(dataset: SceneDataset, rows: np.ndarray, items_per_shopper:
 def mean_count_to_noise(units: int, n_items: int, items_per_unit: int,
                         noise_multiplier: float) -> float:
     """The most a release of counts can say per item against its noise, from sizes alone:
-    each of `units` units adds 1 to at most `items_per_unit` items, so the mean count over
-    `n_items` items is at most units x items_per_unit / n_items, while the noise's sigma is
-    `noise_multiplier` x the sensitivity sqrt(items_per_unit). Read before releasing: it
-    needs no count."""
-    mean = units * items_per_unit / max(n_items, 1)
-    return mean / (noise_multiplier * np.sqrt(items_per_unit))
+    each of `units` units adds at most sqrt(items_per_unit) in all (1/sqrt(k) to each of
+    at most `items_per_unit` items), so the mean count over `n_items` items is at most
+    units x sqrt(items_per_unit) / n_items, while the noise's sigma is `noise_multiplier`
+    (sensitivity 1). Read before releasing: it needs no count."""
+    mean = units * np.sqrt(items_per_unit) / max(n_items, 1)
+    return mean / noise_multiplier
 
 
 def release_counts(counts: np.ndarray, sensitivity: float, unit: str, epsilon: float,

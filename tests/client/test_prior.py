@@ -55,7 +55,7 @@ def test_first_round_releases_the_prior_and_training_gets_the_rest(tmp_path, sce
     assert prior["algorithm"] == "popularity-prior" and len(training) == 2  # released once
     assert copurchase["algorithm"] == "copurchase-factors"  # composed too: client.copurchase
     assert (prior["steps"], prior["sample_rate"]) == (1, 1.0)
-    assert prior["max_grad_norm"] == pytest.approx(np.sqrt(config.model.popularity_items))
+    assert prior["max_grad_norm"] == 1.0  # a shopper spreads a unit norm over their items
     assert prior["epsilon"] == pytest.approx(4.0, abs=0.05)  # the analytic Gaussian's
     assert prior["noise_source"] == secret_source().description
     # Every mechanism entry says what was read as public, and why that costs nothing.
@@ -107,20 +107,29 @@ def test_one_shopper_moves_the_counts_by_at_most_the_sensitivity(kitchen):
     cap = 8
     counts, sensitivity = bounded_counts(kitchen, "shopper", window, cap,
                                          np.random.default_rng(0))
-    assert sensitivity == pytest.approx(np.sqrt(cap))
+    assert sensitivity == 1.0
     shoppers = np.unique(kitchen.train_user[rows])
-    assert counts.sum() <= cap * len(shoppers) and counts.max() <= len(shoppers)
-    # With a cap above every shopper's items the counts are exact: removing a shopper takes
-    # away 1 from each distinct item they bought in the window, and nothing else.
-    wide, _ = bounded_counts(kitchen, "shopper", window, 10_000, np.random.default_rng(0))
+    assert counts.sum() <= np.sqrt(cap) * len(shoppers) and counts.max() <= len(shoppers)
+    # Removing a shopper takes away 1/sqrt(k) from each of their k items and nothing else:
+    # a change of exactly 1 in L2, the sensitivity. Compared at a cap above everyone's
+    # items, so that no draw moves with the rows.
     heavy = max(shoppers, key=lambda u: np.sum(kitchen.train_user[rows] == u))
-    keep = kitchen.train_user != heavy
-    without = with_training_rows(kitchen, np.flatnonzero(keep))
-    fewer, _ = bounded_counts(without, "shopper", window, 10_000, np.random.default_rng(0))
-    own = np.unique(kitchen.train_item[rows][kitchen.train_user[rows] == heavy])
-    assert np.flatnonzero(wide - fewer).tolist() == own.tolist()
-    assert np.all((wide - fewer)[own] == 1)
-    assert len(own) > cap  # so the cap is what bounds this shopper's influence
+    light = min(shoppers, key=lambda u: np.sum(kitchen.train_user[rows] == u))
+    full, _ = bounded_counts(kitchen, "shopper", window, 10_000, np.random.default_rng(0))
+    for shopper in (heavy, light):
+        keep = kitchen.train_user != shopper
+        fewer, _ = bounded_counts(with_training_rows(kitchen, np.flatnonzero(keep)),
+                                  "shopper", window, 10_000, np.random.default_rng(0))
+        own = np.unique(kitchen.train_item[rows][kitchen.train_user[rows] == shopper])
+        change = full - fewer
+        assert np.flatnonzero(np.abs(change) > 1e-12).tolist() == own.tolist()
+        np.testing.assert_allclose(change[own], 1 / np.sqrt(len(own)))
+        assert np.linalg.norm(change) == pytest.approx(1.0)
+    # Under the cap, the heavy buyer alone still adds a unit norm, over `cap` items.
+    alone, _ = bounded_counts(with_training_rows(kitchen, np.flatnonzero(
+        kitchen.train_user == heavy)), "shopper", window, cap, np.random.default_rng(0))
+    assert np.linalg.norm(alone) == pytest.approx(1.0) and np.count_nonzero(alone) == cap
+    assert len(np.unique(kitchen.train_item[rows][kitchen.train_user[rows] == heavy])) > cap
     # The window ends at a public date: removing the shopper who bought last changes no
     # other shopper's rows in it (a window ending at the latest purchase would).
     latest = kitchen.train_user[np.argmax(kitchen.train_time)]
