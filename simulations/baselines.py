@@ -42,8 +42,8 @@ NOTES = {
     "content": "TF-IDF cosine of titles: public catalogue only, no training, no privacy cost",
     "cooccurrence": "item kNN over co-purchases: reads raw interactions (non-private "
                     "reference)",
-    "dp-popularity": "the recent counts, one shopper adding at most {items} items, released "
-                     "with the Gaussian mechanism",
+    "dp-popularity": "the recent counts, one shopper spreading a unit norm over at most "
+                     "{items} items, released with the Gaussian mechanism",
 }
 
 
