@@ -19,7 +19,12 @@ from fedscene.common.data.scene import Window, with_training_rows
 from fedscene.common.evaluation import evaluate_users, model_scorer
 from fedscene.common.ledger import read_ledger
 from fedscene.common.model import SceneModel, split_state
-from fedscene.common.popularity import bounded_counts, exact_counts, prior_scores
+from fedscene.common.popularity import (
+    bounded_counts,
+    capped_purchases,
+    exact_counts,
+    prior_scores,
+)
 from fedscene.common.randomness import reproducible_source, secret_source
 from tests.conftest import synthetic_data
 
@@ -112,24 +117,38 @@ def test_one_shopper_moves_the_counts_by_at_most_the_sensitivity(kitchen):
     assert counts.sum() <= np.sqrt(cap) * len(shoppers) and counts.max() <= len(shoppers)
     # Removing a shopper takes away 1/sqrt(k) from each of their k items and nothing else:
     # a change of exactly 1 in L2, the sensitivity. Compared at a cap above everyone's
-    # items, so that no draw moves with the rows.
-    heavy = max(shoppers, key=lambda u: np.sum(kitchen.train_user[rows] == u))
-    light = min(shoppers, key=lambda u: np.sum(kitchen.train_user[rows] == u))
-    full, _ = bounded_counts(kitchen, "shopper", window, 10_000, np.random.default_rng(0))
+    # items, so that no draw moves with the rows; a purchase repeated counts once.
+    items_of = {u: np.unique(kitchen.train_item[rows][kitchen.train_user[rows] == u])
+                for u in shoppers}
+    heavy = max(shoppers, key=lambda u: len(items_of[u]))
+    light = next(u for u in shoppers if 2 <= len(items_of[u]) < cap)  # 1, 1/k, 1/sqrt(k) differ
+    again = rows[kitchen.train_user[rows] == light][:1]
+    twice = with_training_rows(kitchen, np.r_[np.arange(kitchen.n_train), again])
+    full, _ = bounded_counts(twice, "shopper", window, 10_000, np.random.default_rng(0))
     for shopper in (heavy, light):
-        keep = kitchen.train_user != shopper
-        fewer, _ = bounded_counts(with_training_rows(kitchen, np.flatnonzero(keep)),
+        keep = twice.train_user != shopper
+        fewer, _ = bounded_counts(with_training_rows(twice, np.flatnonzero(keep)),
                                   "shopper", window, 10_000, np.random.default_rng(0))
-        own = np.unique(kitchen.train_item[rows][kitchen.train_user[rows] == shopper])
+        own = items_of[shopper]
         change = full - fewer
         assert np.flatnonzero(np.abs(change) > 1e-12).tolist() == own.tolist()
         np.testing.assert_allclose(change[own], 1 / np.sqrt(len(own)))
         assert np.linalg.norm(change) == pytest.approx(1.0)
-    # Under the cap, the heavy buyer alone still adds a unit norm, over `cap` items.
-    alone, _ = bounded_counts(with_training_rows(kitchen, np.flatnonzero(
-        kitchen.train_user == heavy)), "shopper", window, cap, np.random.default_rng(0))
-    assert np.linalg.norm(alone) == pytest.approx(1.0) and np.count_nonzero(alone) == cap
-    assert len(np.unique(kitchen.train_item[rows][kitchen.train_user[rows] == heavy])) > cap
+    # Under the cap the heavy buyer still adds a unit norm, over `cap` of their items, each
+    # kept as often as the others whoever else is in the data (a draw that read the others'
+    # purchases would let removing one shopper move the rest).
+    assert len(items_of[heavy]) > cap
+    alone = with_training_rows(kitchen, np.flatnonzero(kitchen.train_user == heavy))
+    counts, _ = bounded_counts(alone, "shopper", window, cap, np.random.default_rng(0))
+    assert np.linalg.norm(counts) == pytest.approx(1.0) and np.count_nonzero(counts) == cap
+    draws = 300
+    for data in (kitchen, alone):
+        kept = np.zeros(kitchen.n_items)
+        for seed in range(draws):
+            pairs = capped_purchases(data, window.rows(data), cap, np.random.default_rng(seed))
+            kept[pairs[pairs[:, 0] == heavy, 1]] += 1
+        np.testing.assert_allclose(kept[items_of[heavy]] / draws,
+                                   cap / len(items_of[heavy]), atol=0.12)
     # The window ends at a public date: removing the shopper who bought last changes no
     # other shopper's rows in it (a window ending at the latest purchase would).
     latest = kitchen.train_user[np.argmax(kitchen.train_time)]
