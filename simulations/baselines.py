@@ -42,8 +42,9 @@ NOTES = {
     "content": "TF-IDF cosine of titles: public catalogue only, no training, no privacy cost",
     "cooccurrence": "item kNN over co-purchases: reads raw interactions (non-private "
                     "reference)",
-    "dp-popularity": "the recent counts, one shopper spreading a unit norm over at most "
-                     "{items} items, released with the Gaussian mechanism",
+    "dp-popularity": "the recent counts (a shopper spreads a unit norm over at most {items} "
+                     "of their items; an example adds 1), released with the Gaussian "
+                     "mechanism",
 }
 
 
