@@ -55,6 +55,7 @@ from fedscene.common.ledger import TRAINING, read_ledger
 from fedscene.common.model import build_model
 from fedscene.common.privacy_units import shopper_rows, unit_of
 from fedscene.common.protocol import TOO_FEW_UNITS, TRAINED
+from fedscene.common.training import MATERIALISING_MODES
 
 CONSISTENT = "consistent"
 VIOLATED = "claim violated"
@@ -167,10 +168,11 @@ def run_empirical_audit(config: ExperimentConfig, scene: str, *, canaries: int =
     if not algorithm_named(algorithm).federated:
         raise ConfigError(f"--algorithm {algorithm} pools scenes; audit one scene's training "
                           f"with one of {', '.join(federated_names())}")
-    if config.privacy.grad_sample_mode != "hooks":
+    if config.privacy.grad_sample_mode not in MATERIALISING_MODES:
         raise ConfigError(f"privacy.grad_sample_mode = {config.privacy.grad_sample_mode!r}: "
-                          f"the white-box canaries need 'hooks'; --set "
-                          f"privacy.grad_sample_mode=hooks")
+                          f"the white-box canaries need per-unit gradients, one of "
+                          f"{', '.join(MATERIALISING_MODES)}; --set "
+                          f"privacy.grad_sample_mode=ew")
     _auditor_class()  # refuse before the training, not after it
     if examples is not None and examples < 1:
         raise ConfigError(f"--examples {examples}: a canary shopper needs at least 1 example")

@@ -163,13 +163,18 @@ class _Anchor:
                             + self.moved[name] * (self.scale / max(self.taken, 1)))
 
 
+# Opacus grad-sample modes that materialise each unit's gradient (`param.grad_sample`) before
+# clipping, where a step probe can add its units' rows; ghost clipping computes only norms.
+MATERIALISING_MODES = ("ew", "hooks")
+
+
 @dataclass(frozen=True)
 class DPSettings:
     """The mechanism of one training call: noise, clipping and Opacus grad-sample mode."""
 
     noise_multiplier: float
     max_grad_norm: float
-    grad_sample_mode: str = "hooks"
+    grad_sample_mode: str = "ew"
 
 
 @dataclass(frozen=True)
@@ -267,11 +272,12 @@ def train_local(model: nn.Module, dataset: SceneDataset, negatives: int,
     config asked for reproducible noise). Only
     parameters under `trainable` prefixes (all when empty) change. With `alignment` the
     model must hold a discriminator and the loss gains the adversarial term. `probe` (the
-    empirical audit's, DP with hooks only) adds its units to the sampling. Returns what
+    empirical audit's, DP in a materialising mode only) adds its units to the sampling. Returns what
     ran, for the accountant and the ledger.
     """
-    if probe is not None and (dp is None or dp.grad_sample_mode != "hooks"):
-        raise ValueError("a step probe needs DP-SGD with grad_sample_mode 'hooks'")
+    if probe is not None and (dp is None or dp.grad_sample_mode not in MATERIALISING_MODES):
+        raise ValueError(f"a step probe needs DP-SGD with a grad_sample_mode in "
+                         f"{MATERIALISING_MODES}")
     own = unit.count(dataset)
     units = own + (probe.extra_units if probe else 0)
     rate, steps = sample_rate_and_steps(units, training.batch_size, epochs)
@@ -327,7 +333,7 @@ def train_local(model: nn.Module, dataset: SceneDataset, negatives: int,
 
 def _add_unit_gradients(named: list[tuple[str, nn.Parameter]],
                         rows: list[torch.Tensor]) -> None:
-    """Append per-unit gradient rows to what Opacus's hooks computed (or stand alone when
+    """Append per-unit gradient rows to what Opacus computed (or stand alone when
     no scene unit was sampled), so that they are clipped and noised with the rest."""
     for (_, param), extra in zip(named, rows, strict=True):
         present = getattr(param, "grad_sample", None)

@@ -78,6 +78,11 @@ def test_cli_refuses_bad_arguments(capsys):
     assert main(["audit", "--empirical", "--scene", SCENE, "--confidence", "1.5"]) == 2
     assert main(["audit"]) == 2
     capsys.readouterr()
+    # Ghost clipping never materialises a unit's gradient: no canary can join it.
+    assert main(["audit", "--empirical", "--scene", SCENE, "--canaries", "50",
+                 "--set", "privacy.grad_sample_mode=ghost"]) == 2
+    said = capsys.readouterr().out
+    assert "privacy.grad_sample_mode = 'ghost'" in said and "ew, hooks" in said
     # A scene with fewer privacy units than min_units trains nothing: said as such, not as
     # a spent budget.
     assert main(["audit", "--empirical", "--scene", SCENE, "--canaries", "50",

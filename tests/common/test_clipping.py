@@ -56,7 +56,7 @@ def _per_unit_grads(model, batch, count, domains, labelled):
 
 
 @pytest.mark.parametrize("unit_name", sorted(UNITS))
-@pytest.mark.parametrize("mode", ["ghost", "hooks"])
+@pytest.mark.parametrize("mode", ["ghost", "hooks", "ew"])
 @pytest.mark.parametrize("clip", [0.05, 0.3])
 @pytest.mark.parametrize(("domains", "labelled"), OBJECTIVES)
 def test_every_unit_gradient_is_clipped(small_scene, small_model_config, unit_name, mode, clip,
@@ -97,11 +97,12 @@ def test_every_unit_gradient_is_clipped(small_scene, small_model_config, unit_na
     assert (clipped.norm(dim=1) <= clip * (1 + 1e-5)).all()
 
 
-def test_shopper_is_the_default_unit_and_hooks_the_default_mode():
+def test_shopper_is_the_default_unit_and_ew_the_default_mode():
     from fedscene.common.config import PrivacyConfig
 
     assert PrivacyConfig().unit == "shopper"
-    assert PrivacyConfig().grad_sample_mode == "hooks"
+    assert PrivacyConfig().grad_sample_mode == "ew"
+    assert DPSettings(1.0, 1.0).grad_sample_mode == "ew"
     assert TrainingConfig().batch_size > 0
 
 
@@ -123,8 +124,9 @@ class _DiracProbe:
         self.seen.append(params[-1][1].grad.view(-1)[:self.extra_units].numpy() * batch_size)
 
 
+@pytest.mark.parametrize("mode", ["hooks", "ew"])
 def test_probe_units_are_sampled_clipped_and_noised_with_the_scene_s(small_scene,
-                                                                      small_model_config):
+                                                                      small_model_config, mode):
     """A step probe's units (the empirical audit's gradient canaries) go through Opacus's
     own clipping: with no noise and a learning rate too small to move the model, each
     extra unit's update over the call is exactly the clipping norm times the times it was
@@ -135,7 +137,7 @@ def test_probe_units_are_sampled_clipped_and_noised_with_the_scene_s(small_scene
         probe = _DiracProbe(6, norm)
         train_local(model, small_scene, 4, TrainingConfig(learning_rate=1e-12, batch_size=8),
                     epochs=1.0, unit=ShopperUnit(), randomness=reproducible_source(1),
-                    dp=DPSettings(0.0, 1.0), probe=probe)
+                    dp=DPSettings(0.0, 1.0, mode), probe=probe)
         return np.array(probe.seen).sum(axis=0)
 
     added = run(50.0) - run(0.0)  # the same steps, samples and data gradients
