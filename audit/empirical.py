@@ -170,7 +170,7 @@ def run_empirical_audit(config: ExperimentConfig, scene: str, *, canaries: int =
                           f"with one of {', '.join(federated_names())}")
     if config.privacy.grad_sample_mode not in MATERIALISING_MODES:
         raise ConfigError(f"privacy.grad_sample_mode = {config.privacy.grad_sample_mode!r}: "
-                          f"the white-box canaries need per-unit gradients, one of "
+                          f"the white-box canaries join per-unit gradients in "
                           f"{', '.join(MATERIALISING_MODES)}; --set "
                           f"privacy.grad_sample_mode=ew")
     _auditor_class()  # refuse before the training, not after it

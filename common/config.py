@@ -207,8 +207,9 @@ class PrivacyConfig(_Strict):
                            "remove the noise); every ledger entry says so and the audit fails")
     grad_sample_mode: Literal["ghost", "hooks", "functorch", "ew"] = Field(
         "ew", description="Opacus per-unit gradients: ew (PyTorch's ExpandedWeights) and hooks "
-                          "materialise them, ew at about the cost of a plain step (0.99x to "
-                          "1.05x in benchmarks/dp_step against hooks' 1.46x to 1.59x); ghost "
+                          "materialise them, ew at about the cost of a plain step (0.99x and "
+                          "1.05x in two runs of benchmarks/dp_step, hooks 1.46x and 1.59x); "
+                          "ghost "
                           "computes only their norms. The empirical audit's gradient canaries "
                           "need a mode that materialises them")
     accountant: Literal["prv", "rdp"] = "prv"

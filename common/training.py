@@ -163,8 +163,9 @@ class _Anchor:
                             + self.moved[name] * (self.scale / max(self.taken, 1)))
 
 
-# Opacus grad-sample modes that materialise each unit's gradient (`param.grad_sample`) before
-# clipping, where a step probe can add its units' rows; ghost clipping computes only norms.
+# Opacus grad-sample modes in which a step probe's rows are tested to join each unit's
+# materialised gradient (`param.grad_sample`) before clipping (tests/common/test_clipping.py).
+# Ghost clipping computes only norms; functorch also materialises them, untested here.
 MATERIALISING_MODES = ("ew", "hooks")
 
 

@@ -97,6 +97,42 @@ def test_every_unit_gradient_is_clipped(small_scene, small_model_config, unit_na
     assert (clipped.norm(dim=1) <= clip * (1 + 1e-5)).all()
 
 
+@pytest.mark.parametrize("unit_name", sorted(UNITS))
+@pytest.mark.parametrize("mode", ["hooks", "ew"])
+@pytest.mark.parametrize("drawn", [1, 5])
+def test_a_short_poisson_batch_with_released_buffers_is_clipped_per_unit(
+        small_scene, small_model_config, unit_name, mode, drawn):
+    """Poisson sampling draws fewer units than the expected batch (12 here): each unit's
+    gradient must still be its own (ExpandedWeights scales by the drawn batch, the optimizer
+    divides by the expected one), with the prior, pooled and co-purchase terms in the
+    logits."""
+    unit = UNITS[unit_name]
+    torch.manual_seed(0)
+    model = SceneModel(small_model_config, small_scene.n_items)
+    torch.nn.init.normal_(model.head.out.weight, std=0.5)
+    local, n = model.head.local_ids, small_scene.n_items
+    local.set_prior(np.random.default_rng(1).integers(0, 20, n).astype(float))
+    local.set_pooled(np.random.default_rng(2).integers(0, 20, n).astype(float))
+    local.set_copurchase(torch.randn(n, local.copurchase.shape[1]))
+    batch = unit.batch(small_scene, np.arange(drawn), np.random.default_rng(0), True, 4)
+    grads = _per_unit_grads(copy.deepcopy(model), batch, drawn, 0, True)
+    clip = 0.3
+    norms = grads.norm(dim=1)
+    assert (norms > clip).any()
+    expected = (grads * (clip / (norms + 1e-6)).clamp(max=1.0)[:, None]).sum(0)
+    work = copy.deepcopy(model)
+    optimizer = torch.optim.SGD(_trained(work), lr=0.1)
+    module, optimizer, criterion, _ = make_private(
+        work, optimizer, _unit_loader(12, 12, torch.Generator()), DPSettings(0.0, clip, mode),
+        _criterion(0, True, "mean"), torch.Generator())
+    optimizer.zero_grad()
+    criterion(module(*batch.inputs), batch.labels, batch.weights).backward()
+    optimizer.pre_step()
+    assert optimizer.expected_batch_size == 12
+    got = torch.cat([p.grad.flatten() for p in _trained(work)]) * optimizer.expected_batch_size
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+
+
 def test_shopper_is_the_default_unit_and_ew_the_default_mode():
     from fedscene.common.config import PrivacyConfig
 
