@@ -89,8 +89,7 @@ def set_prior(model: SceneModel, dataset: SceneDataset, config: ExperimentConfig
     if release is None:
         return None
     prior_epsilon, noise_multiplier = release
-    per_unit = model_config.popularity_items if unit.name == "shopper" else 1
-    if mean_count_to_noise(units, dataset.n_items, per_unit,
+    if mean_count_to_noise(units, dataset.n_items, unit.name, model_config.popularity_items,
                            noise_multiplier) < MIN_COUNT_TO_NOISE:
         return None
     counts, sensitivity = bounded_counts(dataset, unit.name, window,

@@ -209,9 +209,8 @@ class PrivacyConfig(_Strict):
         "ew", description="Opacus per-unit gradients: ew (PyTorch's ExpandedWeights) and hooks "
                           "materialise them, ew at about the cost of a plain step (0.99x and "
                           "1.05x in two runs of benchmarks/dp_step, hooks 1.46x and 1.59x); "
-                          "ghost "
-                          "computes only their norms. The empirical audit's gradient canaries "
-                          "need a mode that materialises them")
+                          "ghost computes only their norms. The empirical audit's gradient "
+                          "canaries need a mode that materialises them")
     accountant: Literal["prv", "rdp"] = "prv"
     prior_share: float = Field(
         0.5, gt=0.0, lt=1.0, description="of each scene's target epsilon, the share its "

@@ -79,14 +79,15 @@ def capped_purchases(dataset: SceneDataset, rows: np.ndarray, items_per_shopper:
     return pairs[rank < items_per_shopper]
 
 
-def mean_count_to_noise(units: int, n_items: int, items_per_unit: int,
+def mean_count_to_noise(units: int, n_items: int, unit: str, items_per_shopper: int,
                         noise_multiplier: float) -> float:
-    """The most a release of counts can say per item against its noise, from sizes alone:
-    each of `units` units adds at most sqrt(items_per_unit) in all (1/sqrt(k) to each of
-    at most `items_per_unit` items), so the mean count over `n_items` items is at most
-    units x sqrt(items_per_unit) / n_items, while the noise's sigma is `noise_multiplier`
-    (sensitivity 1). Read before releasing: it needs no count."""
-    mean = units * np.sqrt(items_per_unit) / max(n_items, 1)
+    """The most a release of `bounded_counts` can say per item against its noise, from
+    sizes alone: each of `units` units adds at most sqrt(m) in all (a shopper 1/sqrt(k) to
+    each of at most m = `items_per_shopper` items; an example 1 to one item, m = 1), so the
+    mean count over `n_items` items is at most units x sqrt(m) / n_items, while the noise's
+    sigma is `noise_multiplier` (sensitivity 1). Read before releasing: it needs no count."""
+    per_unit = items_per_shopper if unit == "shopper" else 1
+    mean = units * np.sqrt(per_unit) / max(n_items, 1)
     return mean / noise_multiplier
 
 

@@ -273,8 +273,8 @@ def train_local(model: nn.Module, dataset: SceneDataset, negatives: int,
     config asked for reproducible noise). Only
     parameters under `trainable` prefixes (all when empty) change. With `alignment` the
     model must hold a discriminator and the loss gains the adversarial term. `probe` (the
-    empirical audit's, DP in a materialising mode only) adds its units to the sampling. Returns what
-    ran, for the accountant and the ledger.
+    empirical audit's, DP in a materialising mode only) adds its units to the sampling.
+    Returns what ran, for the accountant and the ledger.
     """
     if probe is not None and (dp is None or dp.grad_sample_mode not in MATERIALISING_MODES):
         raise ValueError(f"a step probe needs DP-SGD with a grad_sample_mode in "

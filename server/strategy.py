@@ -12,7 +12,7 @@ Differences from Flower's FedAvg, which it extends:
   `v = momentum * v + (mean - w)` (plain FedAvg at lr 1, momentum 0; Reptile-style
   meta-update otherwise);
 - the scenes' released popularity counts, sent beside the parameters of accepted replies,
-  are summed by item and sent to every scene (`client.pooled`).
+  are summed by item once a round and sent to the scenes that sent none (`client.pooled`).
 """
 
 from __future__ import annotations
@@ -167,8 +167,10 @@ class SceneStrategy(FedAvg):
         self.absences: list[dict[str, Any]] = []  # round, phase, absent partners, why
         self.below_quorum: list[dict[str, Any]] = []  # rounds that changed nothing, why
         self.sent: dict[str, list[int]] = {}  # phase -> the nodes asked in this round
-        # scene -> its released popularity (hashed item keys, counts), the latest sent
+        # scene -> its released popularity (hashed item keys, counts), the latest sent, and
+        # their sum by item (kept with it: configure_train and configure_evaluate both send it)
         self.popularity: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self.pooled = PooledCounts.of([])
 
     @property
     def exhausted(self) -> dict[int, str]:
@@ -275,10 +277,9 @@ class SceneStrategy(FedAvg):
         receivers = [n for n in nodes if n not in contributors]
         if not self.popularity or not receivers:
             return list(self._construct_messages(plain, nodes, kind))
-        pooled = PooledCounts.of(list(self.popularity.values()))
         with_pool = RecordDict({ARRAYS: arrays, CONFIG_RECORD: config,
-                                POOLED: ArrayRecord({ITEM_KEYS: Array(pooled.keys),
-                                                     COUNTS: Array(pooled.counts)})})
+                                POOLED: ArrayRecord({ITEM_KEYS: Array(self.pooled.keys),
+                                                     COUNTS: Array(self.pooled.counts)})})
         return [*self._construct_messages(plain, [n for n in nodes if n in contributors],
                                           kind),
                 *self._construct_messages(with_pool, receivers, kind)]
@@ -402,6 +403,8 @@ class SceneStrategy(FedAvg):
                                 | dict(message.content[METRICS]))
             if node in popularity_of:  # pooled as averaged: only accepted replies
                 self.popularity[self._scene(message)] = popularity_of[node]
+        if popularity_of:
+            self.pooled = PooledCounts.of(list(self.popularity.values()))
         accepted = [message.content for message, _ in kept]
         weights = np.array([float(c[METRICS][NUM_EXAMPLES]) if self.weighted else 1.0
                             for c in accepted])

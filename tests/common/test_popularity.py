@@ -12,11 +12,11 @@ def test_the_mean_count_against_the_noise_comes_from_sizes_alone():
     # 400 shoppers spreading a unit norm over at most 8 items each (at most sqrt(8) each in
     # all) over 200 items: a mean count of at most 2 sqrt(8), against noise of sigma 2
     # (sensitivity 1) at noise multiplier 2.
-    assert mean_count_to_noise(400, 200, 8, 2.0) == pytest.approx(2 * np.sqrt(8) / 2)
+    assert mean_count_to_noise(400, 200, "shopper", 8, 2.0) == pytest.approx(2 * np.sqrt(8) / 2)
     # Germany in the main job's window against a mall at a sixteenth of the epsilon, at the
     # default cap of 16 items: the country's release could say far less per item.
-    germany = mean_count_to_noise(51, 1662, 16, gaussian_sigma(4.0, 1e-5, 1.0))
-    home = mean_count_to_noise(550, 828, 16, gaussian_sigma(0.5, 1e-5, 1.0))
+    germany = mean_count_to_noise(51, 1662, "shopper", 16, gaussian_sigma(4.0, 1e-5, 1.0))
+    home = mean_count_to_noise(550, 828, "shopper", 16, gaussian_sigma(0.5, 1e-5, 1.0))
     assert germany < 0.12 < 0.35 < home
 
 
