@@ -36,7 +36,7 @@ def _config(users: int = 150, **privacy) -> ExperimentConfig:
                           items_per_scene=200)
     return ExperimentConfig.model_validate({
         "data": json.loads(data.model_dump_json()),
-        # The prior's weight for the pool too: the default 0.5 suits real titles, whose
+        # The prior's weight for the pool too: the default 0.25 suits real titles, whose
         # content similarity is strong (client.pooled); random ones would drown it.
         "model": {"embedding_dim": 8, "hash_buckets": 512, "text_dim": 64, "head_hidden": 8,
                   "copurchase": False, "pooled_prior_weight": 2.0},
