@@ -1,13 +1,20 @@
+import json
+
 import pytest
 import torch
 
 from fedscene.client.state import SceneState, params_digest
 from fedscene.client.task import RoundRequest, evaluate_round, train_round
+from fedscene.common.baselines import content_scorer, popularity_scorer, scene_counts
+from fedscene.common.config import ExperimentConfig
+from fedscene.common.data import build_scene, load_raw_dataset
 from fedscene.common.errors import FedsceneError
+from fedscene.common.evaluation import evaluate_users
 from fedscene.common.ledger import read_ledger
 from fedscene.common.model import split_state
 from fedscene.common.protocol import TOO_FEW_UNITS, TRAINED
 from tests.client.test_privacy import _config
+from tests.conftest import synthetic_data
 
 
 def test_reply_holds_only_shared_parameters_and_head_persists(tmp_path, small_scene):
@@ -114,3 +121,62 @@ def test_a_scene_too_small_for_dp_keeps_its_start_and_spends_nothing(tmp_path, s
         update={"enabled": False})})
     assert train_round(state, small_scene,
                        RoundRequest(without_dp, "fedper", 1, "r", 0)).status == TRAINED
+
+
+# Known answers: synthetic scenes whose next purchase is predictable from a known place.
+# Shoppers of four taste clusters buy items by topic; `text_signal` says how much of a
+# title names its topic (1: all four words, 0: random words). Each case trains a scene of
+# 1000 shoppers for two rounds through the client's real path (released prior and, where
+# the model has them, co-purchase factors, then DP-SGD; shopper unit, epsilon 8), and the
+# learned model must beat, by 0.03 full-HR@10, the baseline that reads the same signal
+# (content similarity for titles, popularity for what is bought; both where both carry it),
+# and be below neither baseline. In "text only" the model has no co-purchase factors, so
+# only titles tell topics apart. A second model trained without the signal's own terms
+# (content weight 0, no co-purchase factors) must score lower: the learned model reads
+# that signal. Measured: text only 0.213 (without titles 0.199) against content's 0.164
+# and popularity's 0.200; co-purchase only 0.249 against popularity's 0.200 (content
+# 0.056); both 0.258 against 0.140 and 0.200.
+KNOWN_ANSWERS = {  # case: (text_signal, the model, the model without the signal, baselines)
+    "text only": (1.0, {"copurchase": False}, {"copurchase": False, "content_weight": 0.0},
+                  ("content",)),
+    "co-purchase only": (0.0, {}, {"copurchase": False}, ("popularity",)),
+    "both": (0.5, {}, {"content_weight": 0.0, "copurchase": False}, ("content", "popularity")),
+}
+
+
+def _known_answer_config(text_signal: float, **model) -> ExperimentConfig:
+    data = synthetic_data(num_scenes=1, users_per_scene=1000, text_signal=text_signal)
+    return ExperimentConfig.model_validate({
+        "data": json.loads(data.model_dump_json()),
+        "model": {"embedding_dim": 8, "hash_buckets": 512, "text_dim": 64,
+                  "head_hidden": 8} | model,
+        "training": {"batch_size": 32},
+        "privacy": {"epsilon": 8.0, "reproducible_noise": True},
+        "federation": {"rounds": 2}})
+
+
+def _learned_full_hr(state_dir, scene, config: ExperimentConfig) -> float:
+    state = SceneState(state_dir, "scene0")
+    for round_ in (1, 2):
+        assert train_round(state, scene, RoundRequest(config, "local", round_, "r", 0)
+                           ).status == TRAINED
+    assert any(e.get("algorithm") == "local" for e in
+               read_ledger(state_dir / "ledger.jsonl").entries)  # DP-SGD ran, not only releases
+    return evaluate_round(state, scene, RoundRequest(config, "local", 2, "r", 0))["full-hr@10"]
+
+
+@pytest.mark.parametrize("case", list(KNOWN_ANSWERS))
+def test_known_answers_the_learned_model_beats_the_baseline_of_its_signal(tmp_path, case):
+    text_signal, model, without_signal, baselines = KNOWN_ANSWERS[case]
+    config = _known_answer_config(text_signal, **model)
+    scene = build_scene(load_raw_dataset(config.data), "scene0", config.data, config.model)
+    scorers = {"content": content_scorer(scene),
+               "popularity": popularity_scorer(scene_counts(scene))}
+    scores = {name: evaluate_users(scene, scorer)["full-hr@10"].mean()
+              for name, scorer in scorers.items()}
+    learned = _learned_full_hr(tmp_path / "with", scene, config)
+    assert learned > max(scores[name] for name in baselines) + 0.03, (case, learned, scores)
+    assert learned >= max(scores.values()), (case, learned, scores)
+    ablated = _learned_full_hr(tmp_path / "without", scene,
+                               _known_answer_config(text_signal, **without_signal))
+    assert learned > ablated + 0.01, (case, learned, ablated)
