@@ -89,10 +89,10 @@ def test_the_coordinator_cannot_regenerate_the_noise(tmp_path, small_scene):
     replay = _update(tmp_path, "replay", small_scene, reproducible)
     replay_again = _update(tmp_path, "replay-again", small_scene, reproducible)
     torch.testing.assert_close(replay, replay_again, rtol=0, atol=0)  # a seed explains it
-    # Two identical runs differ, and the server's replay misses the real update by about
-    # the noise itself, not by rounding.
-    assert (real - again).norm() > 0.1 * real.norm()
-    assert (real - replay).norm() > 0.1 * real.norm()
+    # Two identical runs differ, and the server's replay misses the real parameters by the
+    # noise's steps (about 5% of their norm at learning rate 0.1), not by rounding (1e-7).
+    assert (real - again).norm() > 0.01 * real.norm()
+    assert (real - replay).norm() > 0.01 * real.norm()
     entries = read_ledger(tmp_path / "real" / "ledger.jsonl").entries
     assert entries[0]["noise_source"].startswith("os-entropy")
     replayed = read_ledger(tmp_path / "replay" / "ledger.jsonl").entries
@@ -133,9 +133,9 @@ def test_a_scene_too_small_for_dp_keeps_its_start_and_spends_nothing(tmp_path, s
 # and be below neither baseline. In "text only" the model has no co-purchase factors, so
 # only titles tell topics apart. A second model trained without the signal's own terms
 # (content weight 0, no co-purchase factors) must score lower: the learned model reads
-# that signal. Measured: text only 0.213 (without titles 0.199) against content's 0.164
-# and popularity's 0.200; co-purchase only 0.249 against popularity's 0.200 (content
-# 0.056); both 0.258 against 0.140 and 0.200.
+# that signal. Measured: text only 0.219 (without titles 0.198) against content's 0.164
+# and popularity's 0.200; co-purchase only 0.251 (without 0.205) against popularity's
+# 0.200 (content 0.056); both 0.259 (without either 0.198) against 0.140 and 0.200.
 KNOWN_ANSWERS = {  # case: (text_signal, the model, the model without the signal, baselines)
     "text only": (1.0, {"copurchase": False}, {"copurchase": False, "content_weight": 0.0},
                   ("content",)),
