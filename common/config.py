@@ -152,13 +152,15 @@ class TrainingConfig(_Strict):
     local_epochs: float = Field(1.0, gt=0.0, description="passes over the scene per round")
     head_epochs: float = Field(1.0, gt=0.0, description="fedrep: head-only passes first")
     learning_rate: float = Field(
-        0.1, gt=0.0, description="SGD step size. Training learns corrections to a start that "
-                                 "already ranks (content, prior, co-purchase): DP noise moves "
-                                 "each coordinate by about learning_rate x noise / batch a "
-                                 "step, and at 0.5 that walked the start down round after "
-                                 "round where the signal is weak (random titles: 0.264 to "
-                                 "0.259 at 1000 shoppers, 0.158 to 0.149 at 150); at 0.1 "
-                                 "the rounds hold (0.262 to 0.261; 0.168 throughout)")
+        0.1, gt=0.0, description="SGD step size of every local training (federated rounds, "
+                                 "transfer adaptation, the centralized arm). Training learns "
+                                 "corrections to a start that already ranks (content, prior, "
+                                 "co-purchase): DP noise moves each coordinate by about "
+                                 "learning_rate x noise / batch a step, and at 0.5 that "
+                                 "walked the start down round after round where the signal "
+                                 "is weak (random titles, local arm: 0.264 to 0.259 at 1000 "
+                                 "shoppers, 0.158 to 0.149 at 150); at 0.1 the rounds hold "
+                                 "(0.262 to 0.261; 0.168 throughout)")
     momentum: float = Field(0.0, ge=0.0, lt=1.0)
     recent_days: float = Field(
         0.0, ge=0.0, description="train on the rows of the last this many days up to "
