@@ -172,7 +172,7 @@ def run_empirical_audit(config: ExperimentConfig, scene: str, *, canaries: int =
         raise ConfigError(f"privacy.grad_sample_mode = {config.privacy.grad_sample_mode!r}: "
                           f"the white-box canaries join per-unit gradients in "
                           f"{', '.join(MATERIALISING_MODES)}; --set "
-                          f"privacy.grad_sample_mode=ew")
+                          f"privacy.grad_sample_mode={MATERIALISING_MODES[0]}")
     _auditor_class()  # refuse before the training, not after it
     if examples is not None and examples < 1:
         raise ConfigError(f"--examples {examples}: a canary shopper needs at least 1 example")

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from fedscene.common import dp_norms  # noqa: F401  (registers the fast embedding norms)
 from fedscene.common.algorithms import DISC
-from fedscene.common.config import TrainingConfig
+from fedscene.common.config import PrivacyConfig, TrainingConfig
 from fedscene.common.data.scene import SceneDataset
 from fedscene.common.privacy_units import PrivacyUnit
 from fedscene.common.randomness import NoiseSource
@@ -175,7 +175,7 @@ class DPSettings:
 
     noise_multiplier: float
     max_grad_norm: float
-    grad_sample_mode: str = "ew"
+    grad_sample_mode: str = PrivacyConfig.model_fields["grad_sample_mode"].default
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,3 @@
-import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -17,8 +16,8 @@ from fedscene.common.evaluation import evaluate_users
 from fedscene.common.ledger import read_ledger
 from fedscene.common.model import split_state
 from fedscene.common.protocol import TOO_FEW_UNITS, TRAINED
+from tests.client.test_copurchase import _config as copurchase_config
 from tests.client.test_privacy import _config
-from tests.conftest import synthetic_data
 
 
 def test_reply_holds_only_shared_parameters_and_head_persists(tmp_path, small_scene):
@@ -168,15 +167,11 @@ KNOWN_ANSWERS = {
 
 def _known_answer_config(text_signal: float, model: dict[str, Any],
                          learning_rate: float | None = None) -> ExperimentConfig:
-    data = synthetic_data(num_scenes=1, users_per_scene=1000, text_signal=text_signal)
-    training = {"batch_size": 32} | ({"learning_rate": learning_rate} if learning_rate else {})
-    return ExperimentConfig.model_validate({
-        "data": json.loads(data.model_dump_json()),
-        "model": {"embedding_dim": 8, "hash_buckets": 512, "text_dim": 64,
-                  "head_hidden": 8} | model,
-        "training": training,
-        "privacy": {"epsilon": 8.0, "reproducible_noise": True},
-        "federation": {"rounds": 2}})
+    """test_copurchase's scenes of 1000 shoppers, seeded noise, the case's model."""
+    config = copurchase_config(users=1000, text_signal=text_signal, reproducible_noise=True)
+    training = {"learning_rate": learning_rate} if learning_rate else {}
+    return config.model_copy(update={"model": config.model.model_copy(update=model),
+                                     "training": config.training.model_copy(update=training)})
 
 
 def _known_answer_scene(config: ExperimentConfig) -> SceneDataset:
@@ -186,19 +181,18 @@ def _known_answer_scene(config: ExperimentConfig) -> SceneDataset:
     return build_scene(raw, "scene0", config.data, config.model)
 
 
-def _full_hr_after_training(state_dir: Path, config: ExperimentConfig, rounds: int = 2
-                            ) -> tuple[float, SceneDataset]:
+def _full_hr_after_training(state_dir: Path, scene: SceneDataset, config: ExperimentConfig,
+                            rounds: int = 2) -> float:
     """Full-HR@10 of the local arm after `rounds` rounds of the client's real path
-    (released prior and co-purchase factors, then DP-SGD), and the scene."""
-    scene = _known_answer_scene(config)
+    (released prior and co-purchase factors, then DP-SGD)."""
     state = SceneState(state_dir, "scene0")
     for round_ in range(1, rounds + 1):
         assert train_round(state, scene, RoundRequest(config, "local", round_, "r", 0)
                            ).status == TRAINED
     assert any(e.get("algorithm") == "local" for e in
                read_ledger(state_dir / "ledger.jsonl").entries)  # DP-SGD ran, not only releases
-    request = RoundRequest(config, "local", rounds, "r", 0)
-    return evaluate_round(state, scene, request)["full-hr@10"], scene
+    return evaluate_round(state, scene, RoundRequest(config, "local", rounds, "r", 0))[
+        "full-hr@10"]
 
 
 @pytest.mark.parametrize("case", list(KNOWN_ANSWERS))
@@ -209,17 +203,20 @@ def test_known_answers_the_learned_model_beats_the_baseline_of_its_signal(tmp_pa
     start (the same releases, a step size of 1e-12: training does not lose what the start
     had); and taking the signal away costs it 0.01 or more: it reads that signal."""
     known = KNOWN_ANSWERS[case]
-    learned, scene = _full_hr_after_training(tmp_path / "learned",
-                                             _known_answer_config(known.text_signal, known.model))
+    config = _known_answer_config(known.text_signal, known.model)
+    scene = _known_answer_scene(config)
+    learned = _full_hr_after_training(tmp_path / "learned", scene, config)
     scores = {name: evaluate_users(scene, scorer)["full-hr@10"].mean() for name, scorer in
               (("content", content_scorer(scene)),
                ("popularity", popularity_scorer(scene_counts(scene))))}
     assert learned > max(scores[name] for name in known.beaten) + 0.03, (learned, scores)
     assert learned >= max(scores.values()), (learned, scores)
-    start, _ = _full_hr_after_training(
-        tmp_path / "start", _known_answer_config(known.text_signal, known.model, 1e-12), 1)
+    start = _full_hr_after_training(
+        tmp_path / "start", scene, _known_answer_config(known.text_signal, known.model, 1e-12),
+        1)
     assert learned >= start - 0.005, (learned, start)
-    without, blind = _full_hr_after_training(tmp_path / "without",
-                                             _known_answer_config(*known.without))
+    blind_config = _known_answer_config(*known.without)
+    blind = _known_answer_scene(blind_config)
     np.testing.assert_array_equal(blind.test_item, scene.test_item)  # the same purchases
+    without = _full_hr_after_training(tmp_path / "without", blind, blind_config)
     assert learned > without + 0.01, (learned, without)
